@@ -1,0 +1,19 @@
+"""xdfx: turn a PyTorch CNN into a search space of XD-operations, and back."""
+
+from .errors import XdfxError, XdfxInputError, XdfxShapeError, XdfxTraceError, XdfxUnsupportedError
+from .ops import XDConv
+from .params import arch_parameters, model_parameters
+from .relax import relax
+
+__all__ = [
+    "XDConv",
+    "XdfxError",
+    "XdfxInputError",
+    "XdfxShapeError",
+    "XdfxTraceError",
+    "XdfxUnsupportedError",
+    "arch_parameters",
+    "model_parameters",
+    "relax",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,139 @@
+"""Per-axis geometry of a convolution written as a circular convolution of length ``n``.
+
+PyTorch convolutions are cross-correlations: ``y[t] = sum_j w[j] xp[t*s + j*d]`` over the padded
+input ``xp``. With the dilated kernel ``wd`` (taps at ``0, d, 2d, ...``) in a buffer of length
+``n`` the circular cross-correlation ``z[t] = sum_u wd[u] xb[(t + u) mod n]`` is, in frequency,
+``conj(F wd) * F xb`` (the flip of the kernel is a conjugation). The conv output is a gather
+of ``z``:
+
+* ``zeros``: ``xb`` is ``x`` zero-extended to ``n >= N + max(pad)``, ``y[t] = z[(t*s - pl) mod n]``.
+* ``circular`` with the dilated kernel no longer than ``N``: ``n = N`` exactly (any ``N``,
+  powers of two or not), ``y[t] = z[(t*s - pl) mod N]``.
+* ``reflect`` / ``replicate`` (and circular with a longer kernel): ``x`` is padded first,
+  ``n >= N + pl + pr``, ``y[t] = z[t*s]``.
+
+No circular wrap-around reaches the kept outputs, so the warm start is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import XdfxShapeError
+
+PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
+
+
+def _factor_cost(n: int, primes: tuple[int, ...]) -> int | None:
+    """``n * sum of prime factors`` (an FFT's operation count, up to a constant), or None."""
+    r, total = n, 0
+    for p in primes:
+        while r % p == 0:
+            r //= p
+            total += p
+    return n * total if r == 1 else None
+
+
+def smooth_size(n: int, primes: tuple[int, ...] = (2, 3, 5, 7)) -> int:
+    """An FFT-friendly transform length ``>= n``: the cheapest ``primes``-smooth length up to the
+    next power of two by the op-count proxy ``n * sum(prime factors)``.
+
+    It prefers 1080 = 2^3 3^3 5 to 1029 = 3 7^3 for n = 1026 (pocketfft runs the latter 3x
+    slower) and never pads past the next power of two.
+    """
+    n = max(int(n), 1)
+    top = 1 << (n - 1).bit_length()
+    best, best_cost = top, _factor_cost(top, primes)
+    for m in range(n, top):
+        cost = _factor_cost(m, primes)
+        if cost is not None and cost < best_cost:
+            best, best_cost = m, cost
+    return best
+
+
+@dataclass(frozen=True)
+class AxisGeometry:
+    """How one spatial axis of a convolution maps onto a length-``n`` circular convolution."""
+
+    in_size: int
+    kernel: int
+    stride: int
+    dilation: int
+    pad: tuple[int, int]
+    mode: str
+    n: int
+    kernel_buffer: int
+
+    @property
+    def span(self) -> int:
+        """Extent of the dilated kernel, ``(k - 1) d + 1``."""
+        return (self.kernel - 1) * self.dilation + 1
+
+    @property
+    def prepad(self) -> bool:
+        """Whether the input is explicitly padded before the transform."""
+        return not (self.mode == "zeros" or self.native_circular)
+
+    @property
+    def native_circular(self) -> bool:
+        return self.mode == "circular" and self.n == self.in_size and self.span <= self.in_size
+
+    @classmethod
+    def plan(
+        cls,
+        in_size: int,
+        kernel: int,
+        stride: int,
+        dilation: int,
+        pad: tuple[int, int],
+        mode: str,
+        max_kernel_size: int | None,
+    ) -> "AxisGeometry":
+        """Choose the transform length and the kernel buffer length for one axis."""
+        if mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode {mode!r} is not one of {PADDING_MODES}")
+        span = (kernel - 1) * dilation + 1
+        pl, pr = pad
+        if in_size + pl + pr < span:
+            raise XdfxShapeError(
+                f"input length {in_size} padded by {pad} is shorter than the kernel span {span}"
+            )
+        if mode == "circular" and span <= in_size:
+            n = in_size
+        elif mode == "zeros":
+            n = smooth_size(in_size + max(pl, pr))
+        else:
+            n = smooth_size(in_size + pl + pr)
+        n_w = n if max_kernel_size is None else min(n, max(span, int(max_kernel_size)))
+        return cls(in_size, kernel, stride, dilation, (pl, pr), mode, n, n_w)
+
+    def out_size(self, size: int) -> int:
+        """Output length of the original convolution for an input of length ``size``."""
+        return (size + self.pad[0] + self.pad[1] - self.span) // self.stride + 1
+
+    def check(self, size: int, layer: str, axis: int) -> None:
+        """Raise an ``XdfxShapeError`` unless an input of length ``size`` is computed exactly."""
+        if self.native_circular:
+            ok, need = size == self.n, f"exactly {self.n}"
+        elif self.mode == "zeros":
+            ok, need = size + max(self.pad) <= self.n, f"at most {self.n - max(self.pad)}"
+        else:
+            ok, need = size + sum(self.pad) <= self.n, f"at most {self.n - sum(self.pad)}"
+        ok = ok and size + sum(self.pad) >= self.span
+        if not ok:
+            raise XdfxShapeError(
+                f"layer {layer!r}: spatial axis {axis} has length {size}, but this XD layer was "
+                f"built for length {self.in_size} (transform length {self.n}, padding_mode "
+                f"{self.mode!r}) and computes lengths {need}. Relax the model again with "
+                f"example inputs of the size you will use."
+            )
+
+    def out_index(self, size: int, device: torch.device) -> torch.Tensor | slice:
+        """Positions of the outputs inside the length-``n`` circular result."""
+        t = self.out_size(size)
+        start = 0 if self.prepad else -self.pad[0]
+        if start == 0:
+            return slice(0, self.stride * (t - 1) + 1, self.stride)
+        return (torch.arange(t, device=device) * self.stride + start) % self.n

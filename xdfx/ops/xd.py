@@ -1,0 +1,280 @@
+"""The XD-operation ``Real(K diag(L w) M x)`` over 1, 2 or 3 spatial axes.
+
+Each of the three transforms is an FFT composed with a learnable real Monarch matrix per axis
+(``arch="monarch"``), initialised to identity so that at warm start ``M = F``, ``L = F`` with the
+kernel flip and ``K = F^-1`` exactly:
+
+    M = F Q_M,    L = conj F Q_L  (conj F w = F flip(w) for real w),    K = Q_K F^-1.
+
+Because ``Q_M x`` and ``Q_L w`` are real, ``diag(L w) M x`` is Hermitian and ``Real(F^-1 .)`` is
+an inverse *real* FFT: every transform is a real FFT of an FFT-friendly (not power-of-two)
+length, and the learnable factors can still move ``K``, ``L``, ``M`` away from the DFT (to
+permutations, block-sparse or low-rank maps). ``arch="fixed"`` keeps plain FFTs.
+
+The kernel ``w`` is stored in a buffer as long as the transform (``max_kernel_size`` caps it),
+warm-started with the conv's taps at their dilated positions and zeros elsewhere, so it can grow
+into a global filter.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import XdfxShapeError
+from .fft import batched_matmul, rfftn
+from .geometry import AxisGeometry
+from .monarch import Monarch, apply_along
+
+ARCHS = ("monarch", "fixed")
+
+
+class KernelLift(nn.Module):
+    """Learnable real ``n x k`` map from a truncated kernel buffer to the transform length.
+
+    Initialised to the zero-extension ``[I; 0]``, so ``L = conj F Q_L`` starts as the DFT.
+    """
+
+    def __init__(self, k: int, n: int, *, device=None, dtype=None) -> None:
+        super().__init__()
+        self.k, self.n = k, n
+        self.matrix = nn.Parameter(torch.eye(n, k, device=device, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        return f"{self.k} -> {self.n}"
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(w, self.matrix.T)
+
+
+def _ntuple(v, d: int) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * d
+
+
+def conv_pads(padding, kernel: Sequence[int], dilation: Sequence[int]) -> list[tuple[int, int]]:
+    """Per-axis ``(left, right)`` zero padding of a conv's ``padding`` argument."""
+    d = len(kernel)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [(0, 0)] * d
+        if padding == "same":
+            totals = [dl * (k - 1) for k, dl in zip(kernel, dilation)]
+            return [(t // 2, t - t // 2) for t in totals]
+        raise ValueError(f"padding {padding!r} is not 'same', 'valid', an int or a tuple")
+    return [(int(p), int(p)) for p in _ntuple(padding, d)]
+
+
+class XDConv(nn.Module):
+    """An XD-operation, a drop-in replacement for ``nn.Conv{1,2,3}d`` (see the module docstring).
+
+    Parameters
+    ----------
+    in_channels, out_channels, groups : int
+        As in ``nn.Conv*d``.
+    geometry : sequence of AxisGeometry
+        One entry per spatial axis (see :mod:`xdfx.ops.geometry`).
+    bias : bool
+        Whether the layer owns a bias (ignored with ``external_weight``).
+    arch : {"monarch", "fixed"}
+        Learnable structured factors around the FFTs, or plain FFTs.
+    external_weight : bool
+        The conv taps come in as ``forward(x, weight, bias)`` (a functional ``F.conv*d`` call);
+        the layer then owns a zero-initialised ``growth`` kernel added to them.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        geometry: Sequence[AxisGeometry],
+        *,
+        groups: int = 1,
+        bias: bool = True,
+        arch: str = "monarch",
+        external_weight: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"arch {arch!r} is not one of {ARCHS}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"channels {in_channels}->{out_channels} not divisible by groups={groups}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.geometry = tuple(geometry)
+        self.arch = arch
+        self.external_weight = external_weight
+        self.layer_name = ""
+        kw = {"device": device, "dtype": dtype}
+        shape = (out_channels, in_channels // groups, *(g.kernel_buffer for g in self.geometry))
+        if external_weight:
+            self.register_parameter("weight", None)
+            self.growth = nn.Parameter(torch.zeros(shape, **kw))
+        else:
+            self.weight = nn.Parameter(torch.zeros(shape, **kw))
+            self.register_parameter("growth", None)
+        has_bias = bias and not external_weight
+        self.bias = nn.Parameter(torch.zeros(out_channels, **kw)) if has_bias else None
+        monarchs = lambda: nn.ModuleList(Monarch(g.n, **kw) for g in self.geometry)  # noqa: E731
+        learn = arch == "monarch"
+        self.M = monarchs() if learn else nn.ModuleList()
+        self.K = monarchs() if learn else nn.ModuleList()
+        # With a full-length kernel, a learnable L adds no expressivity (every diagonal is
+        # already F w for some w), so L is learnable only where the kernel buffer is truncated.
+        truncated = learn and any(g.kernel_buffer < g.n for g in self.geometry)
+        self.L = nn.ModuleList(KernelLift(g.kernel_buffer, g.n, **kw) for g in self.geometry) if truncated else nn.ModuleList()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_conv(
+        cls,
+        conv: nn.Module,
+        input_size: Sequence[int],
+        *,
+        max_kernel_size: int | None = None,
+        arch: str = "monarch",
+    ) -> "XDConv":
+        """Warm-start an XD layer from an ``nn.Conv*d`` seen on inputs of spatial ``input_size``."""
+        d = len(conv.kernel_size)
+        if conv.padding_mode == "zeros":
+            pads = conv_pads(conv.padding, conv.kernel_size, conv.dilation)
+        else:
+            rev = conv._reversed_padding_repeated_twice
+            pads = [(rev[2 * (d - 1 - i)], rev[2 * (d - 1 - i) + 1]) for i in range(d)]
+        geometry = cls.plan_geometry(
+            input_size, conv.kernel_size, conv.stride, conv.dilation, pads, conv.padding_mode, max_kernel_size
+        )
+        xd = cls(
+            conv.in_channels,
+            conv.out_channels,
+            geometry,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            arch=arch,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
+        with torch.no_grad():
+            xd.weight.copy_(xd.embed(conv.weight))
+            if conv.bias is not None:
+                xd.bias.copy_(conv.bias)
+        return xd
+
+    @staticmethod
+    def plan_geometry(input_size, kernel, stride, dilation, pads, mode, max_kernel_size=None) -> list[AxisGeometry]:
+        """One :class:`AxisGeometry` per spatial axis."""
+        d = len(kernel)
+        kernel, stride, dilation = _ntuple(kernel, d), _ntuple(stride, d), _ntuple(dilation, d)
+        mks = _ntuple(max_kernel_size, d)
+        return [
+            AxisGeometry.plan(int(input_size[i]), kernel[i], stride[i], dilation[i], tuple(pads[i]), mode, mks[i])
+            for i in range(d)
+        ]
+
+    # ------------------------------------------------------------------ the operator
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.geometry)
+
+    def embed(self, taps: torch.Tensor) -> torch.Tensor:
+        """Place conv taps ``(C_out, C_in/g, *k)`` at their dilated positions in a kernel buffer."""
+        buf = taps.new_zeros((*taps.shape[:2], *(g.kernel_buffer for g in self.geometry)))
+        index = (Ellipsis, *(slice(0, g.span, g.dilation) for g in self.geometry))
+        buf[index] = taps
+        return buf
+
+    def kernel(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The real kernel buffer ``w``: the owned weight, or external taps plus growth."""
+        if self.external_weight:
+            if weight is None:
+                raise XdfxShapeError(f"layer {self.layer_name!r} takes its conv weight as an input")
+            return self.embed(weight) + self.growth
+        return self.weight
+
+    def kernel_fft(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``F Q_L w`` laid out ``(*freq, groups, C_in/g, C_out/g)`` for the per-frequency matmul.
+
+        The diagonal ``L w`` is its complex conjugate (the kernel flip).
+        """
+        w = self.kernel(weight)
+        d, g = self.spatial_dims, self.groups
+        for i, q in enumerate(self.L):
+            w = apply_along(q, w, 2 + i)
+        wf = rfftn(w, [geo.n for geo in self.geometry], range(2, 2 + d))  # (C_out, cin, *freq)
+        wf = wf.reshape(g, self.out_channels // g, *wf.shape[1:])
+        return wf.permute(*range(3, 3 + d), 0, 2, 1)  # (*freq, g, cin, cout)
+
+    def spectrum(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``L w``: the diagonal applied per frequency, shape ``(C_out, C_in/g, n_1, ..., n_d//2+1)``."""
+        wf = self.kernel_fft(weight).conj()
+        d, g = self.spatial_dims, self.groups
+        wf = wf.permute(d, d + 2, d + 1, *range(d))  # (g, cout, cin, *freq)
+        return wf.reshape(self.out_channels, self.in_channels // g, *wf.shape[3:])
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise XdfxShapeError(
+                f"layer {self.layer_name!r} expects (batch, {self.in_channels}, "
+                f"{self.spatial_dims} spatial axes), got shape {tuple(x.shape)}"
+            )
+        for i, g in enumerate(self.geometry):
+            g.check(x.shape[2 + i], self.layer_name, i)
+
+    def _mix(self, xf: torch.Tensor, wf: torch.Tensor) -> torch.Tensor:
+        """Per frequency and group, ``y[b, o] = sum_i x[b, i] conj(wf[i, o])``: one batched matmul.
+
+        ``wf`` comes from :meth:`kernel_fft`. Operands are made contiguous and conjugated
+        physically: complex matmuls on strided or conjugate views copy every matrix.
+        """
+        b, g = xf.shape[0], self.groups
+        freq = xf.shape[2:]
+        p = math.prod(freq)
+        cin, cout = self.in_channels // g, self.out_channels // g
+        wf = wf.reshape(p, g, cin, cout).conj_physical()
+        if cin == 1:
+            y = xf.reshape(b, g, 1, p) * wf.permute(1, 3, 0, 2).reshape(g, cout, p)
+        else:
+            xg = xf.reshape(b, g, cin, p).permute(3, 1, 0, 2).contiguous()  # (p, g, b, cin)
+            y = batched_matmul(xg, wf).permute(2, 1, 3, 0)  # (b, g, cout, p)
+        return y.reshape(b, self.out_channels, *freq)
+
+    def forward(
+        self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        self._check_input(x)
+        geo = self.geometry
+        dims = tuple(range(2, 2 + self.spatial_dims))
+        ns = [g.n for g in geo]
+        if any(g.prepad for g in geo):
+            pads = [p for g in reversed(geo) for p in (g.pad if g.prepad else (0, 0))]
+            x = F.pad(x, pads, mode=geo[0].mode)
+        sizes = x.shape[2:]
+        if len(self.M):
+            x = F.pad(x, [p for g, s in zip(reversed(geo), reversed(sizes)) for p in (0, g.n - s)])
+            for i, q in enumerate(self.M):
+                x = apply_along(q, x, 2 + i)
+        y = self._mix(rfftn(x, ns, dims), self.kernel_fft(weight))
+        y = torch.fft.irfftn(y, s=ns, dim=dims)
+        for i, q in enumerate(self.K):
+            y = apply_along(q, y, 2 + i)
+        for i, g in enumerate(geo):
+            size = sizes[i] - (sum(g.pad) if g.prepad else 0)
+            idx = g.out_index(size, y.device)
+            y = y[(slice(None),) * (2 + i) + (idx,)] if isinstance(idx, slice) else y.index_select(2 + i, idx)
+        b = self.bias if bias is None else bias
+        if b is not None:
+            y = y + b.reshape(-1, *([1] * self.spatial_dims))
+        return y
+
+    def extra_repr(self) -> str:
+        geo = ", ".join(
+            f"n={g.n} k={g.kernel} s={g.stride} d={g.dilation} pad={g.pad} w={g.kernel_buffer}" for g in self.geometry
+        )
+        return (
+            f"{self.in_channels}, {self.out_channels}, groups={self.groups}, arch={self.arch}, "
+            f"mode={self.geometry[0].mode}, [{geo}]"
+        )
