@@ -48,7 +48,8 @@ def relax(
     max_kernel_size : int, optional
         Cap on the kernel taps per axis; by default ``w`` spans the whole transform.
     inplace : bool
-        Trace ``model`` itself instead of a copy (its conv modules are then replaced).
+        Skip the copy: ``model``'s own conv modules are replaced by the XD layers, which the
+        returned graph shares.
 
     Returns
     -------
@@ -70,6 +71,18 @@ def relax(
     records = relax_conv_modules(gm, config) + relax_conv_functions(gm, config)
     gm.graph.lint()
     gm.recompile()
+    if inplace:
+        for name, module in gm.named_modules():
+            if isinstance(module, XDConv) and _has_submodule(model, name):
+                model.set_submodule(name, module)
     gm.training = model.training
     gm.xdfx_report = Report("xdfx.relax", records)
     return gm
+
+
+def _has_submodule(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True

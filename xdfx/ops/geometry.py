@@ -6,7 +6,8 @@ input ``xp``. With the dilated kernel ``wd`` (taps at ``0, d, 2d, ...``) in a bu
 ``conj(F wd) * F xb`` (the flip of the kernel is a conjugation). The conv output is a gather
 of ``z``:
 
-* ``zeros``: ``xb`` is ``x`` zero-extended to ``n >= N + max(pad)``, ``y[t] = z[(t*s - pl) mod n]``.
+* ``zeros``: ``xb`` is ``x`` zero-extended to ``n >= max(N + max(pad), span)``,
+  ``y[t] = z[(t*s - pl) mod n]``.
 * ``circular`` with the dilated kernel no longer than ``N``: ``n = N`` exactly (any ``N``,
   powers of two or not), ``y[t] = z[(t*s - pl) mod N]``.
 * ``reflect`` / ``replicate`` (and circular with a longer kernel): ``x`` is padded first,
@@ -103,7 +104,7 @@ class AxisGeometry:
         if mode == "circular" and span <= in_size:
             n = in_size
         elif mode == "zeros":
-            n = smooth_size(in_size + max(pl, pr))
+            n = smooth_size(max(in_size + max(pl, pr), span))
         else:
             n = smooth_size(in_size + pl + pr)
         n_w = n if max_kernel_size is None else min(n, max(span, int(max_kernel_size)))

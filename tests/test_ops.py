@@ -1,0 +1,53 @@
+"""The building blocks: real FFT with a real-FFT backward, batched matmul, Monarch, sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xdfx.ops import Monarch, smooth_size
+from xdfx.ops.fft import batched_matmul, rfftn
+
+
+@pytest.mark.parametrize(
+    "shape,s,dim",
+    [((3, 7), (7,), (-1,)), ((3, 8), (10,), (-1,)), ((2, 5, 6), (9, 8), (1, 2)), ((2, 3, 4, 5), (3, 6, 7), (1, 2, 3))],
+)
+def test_rfftn_gradient(shape, s, dim) -> None:
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: torch.view_as_real(rfftn(t, s, dim)), (x,))
+    assert torch.allclose(rfftn(x, s, dim), torch.fft.rfftn(x, s=s, dim=dim))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_batched_matmul_gradient(dtype) -> None:
+    a = torch.randn(5, 3, 4, dtype=dtype, requires_grad=True)
+    b = torch.randn(5, 4, 2, dtype=dtype, requires_grad=True)
+    assert torch.autograd.gradcheck(batched_matmul, (a.transpose(1, 2).contiguous().transpose(1, 2), b))
+
+
+@pytest.mark.parametrize("n", [1, 7, 12, 64, 97, 1080])
+def test_monarch_starts_at_identity_and_is_a_linear_map(n: int) -> None:
+    q = Monarch(n, dtype=torch.float64)
+    x = torch.randn(3, 2, n, dtype=torch.float64)
+    assert torch.equal(q(x), x)
+    with torch.no_grad():
+        q.blocks1.add_(torch.randn_like(q.blocks1))
+        q.blocks2.add_(torch.randn_like(q.blocks2))
+    dense = q.dense()
+    assert torch.allclose(q(x), x @ dense.T)
+    assert q.blocks1.numel() + q.blocks2.numel() <= n * n + n
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 5000))
+def test_smooth_size(n: int) -> None:
+    m = smooth_size(n)
+    assert n <= m <= 1 << (n - 1).bit_length()
+    r = m
+    for p in (2, 3, 5, 7):
+        while r % p == 0:
+            r //= p
+    assert r == 1

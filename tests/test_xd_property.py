@@ -1,0 +1,117 @@
+"""Property tests: a relaxed conv equals the conv, for random conv configurations.
+
+Tolerances: float32 max abs error <= 1e-4 * max|y|; float64 <= 1e-10 * max|y|. The same bound
+holds for gradients w.r.t. the input and the conv weight. Where a reference is identically zero
+(outputs that see only zero padding), the scale is the largest possible |y|,
+max|x| * sum|w| per output, instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import xdfx
+
+CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+MAX_SIZE = {1: 40, 2: 14, 3: 7}
+
+
+@st.composite
+def conv_configs(draw):
+    d = draw(st.sampled_from([1, 2, 3]))
+    grouping = draw(st.sampled_from(["dense", "groups", "depthwise"]))
+    if grouping == "dense":
+        groups, cin, cout = 1, draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    elif grouping == "groups":
+        groups = draw(st.integers(2, 3))
+        cin, cout = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    else:
+        cin = groups = draw(st.integers(1, 4))
+        cout = cin * draw(st.integers(1, 2))
+    kmax, dmax = (5, 3) if d < 3 else (3, 2)
+    kernel = tuple(draw(st.integers(1, kmax)) for _ in range(d))
+    dilation = tuple(draw(st.integers(1, dmax)) for _ in range(d))
+    mode = draw(st.sampled_from(["zeros", "circular", "reflect", "replicate"]))
+    padding_kind = draw(st.sampled_from(["int", "tuple", "same", "valid"]))
+    stride = (1,) * d if padding_kind == "same" else tuple(draw(st.integers(1, 3)) for _ in range(d))
+    if padding_kind == "int":
+        padding = draw(st.integers(0, 3))
+    elif padding_kind == "tuple":
+        padding = tuple(draw(st.integers(0, 3)) for _ in range(d))
+    else:
+        padding = padding_kind
+    pads = _pads(padding, kernel, dilation)
+    sizes = []
+    for i in range(d):
+        span = (kernel[i] - 1) * dilation[i] + 1
+        low = max(span - sum(pads[i]), 1, max(pads[i]) + 1)  # reflect needs pad < size
+        sizes.append(draw(st.integers(low, max(low, MAX_SIZE[d]))))
+    return dict(
+        d=d, cin=cin, cout=cout, groups=groups, kernel=kernel, stride=stride, dilation=dilation,
+        padding=padding, mode=mode, bias=draw(st.booleans()), sizes=tuple(sizes),
+        batch=draw(st.integers(1, 3)), seed=draw(st.integers(0, 2**16)),
+        arch=draw(st.sampled_from(["monarch", "fixed"])),
+    )
+
+
+def _pads(padding, kernel, dilation):
+    if padding == "valid":
+        return [(0, 0)] * len(kernel)
+    if padding == "same":
+        return [((k - 1) * dl // 2, (k - 1) * dl - (k - 1) * dl // 2) for k, dl in zip(kernel, dilation)]
+    p = padding if isinstance(padding, tuple) else (padding,) * len(kernel)
+    return [(v, v) for v in p]
+
+
+def _build(cfg, dtype):
+    torch.manual_seed(cfg["seed"])
+    conv = CONVS[cfg["d"]](
+        cfg["cin"], cfg["cout"], cfg["kernel"], stride=cfg["stride"], padding=cfg["padding"],
+        dilation=cfg["dilation"], groups=cfg["groups"], bias=cfg["bias"], padding_mode=cfg["mode"],
+    ).to(dtype)
+    x = torch.randn(cfg["batch"], cfg["cin"], *cfg["sizes"], dtype=dtype)
+    return conv, x
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor, floor: float) -> float:
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / max(float(b.abs().max()), floor))
+
+
+def _check(cfg, dtype, tol):
+    conv, x = _build(cfg, dtype)
+    model = nn.Sequential(conv)
+    relaxed = xdfx.relax(model, (x,), arch=cfg["arch"])
+    xd = relaxed.get_submodule("0")
+    assert isinstance(xd, xdfx.XDConv)
+    # a different batch size than the example's
+    x2 = torch.randn(cfg["batch"] + 2, *x.shape[1:], dtype=dtype, requires_grad=True)
+    x3 = x2.detach().clone().requires_grad_()
+    y, z = conv(x2), relaxed(x3)
+    assert z.shape == y.shape
+    w_sum = float(conv.weight.detach().abs().flatten(1).sum(1).max())
+    floor = 1e-3 * float(x2.detach().abs().max()) * w_sum
+    assert _rel(z, y, floor) <= tol, f"forward error {_rel(z, y, floor):.3e} for {cfg}"
+    g = torch.randn_like(y)
+    y.backward(g)
+    z.backward(g)
+    assert _rel(x3.grad, x2.grad, 1e-3 * w_sum) <= tol, f"input-gradient error for {cfg}"
+    taps = (Ellipsis, *(slice(0, (k - 1) * dl + 1, dl) for k, dl in zip(cfg["kernel"], cfg["dilation"])))
+    assert _rel(xd.weight.grad[taps], conv.weight.grad, 1e-3) <= tol, f"weight-gradient error for {cfg}"
+    if cfg["bias"]:
+        assert _rel(xd.bias.grad, conv.bias.grad, 1e-3) <= tol
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_configs())
+def test_relaxed_conv_matches_float32(cfg):
+    _check(cfg, torch.float32, 1e-4)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_configs())
+def test_relaxed_conv_matches_float64(cfg):
+    _check(cfg, torch.float64, 1e-10)
