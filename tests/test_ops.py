@@ -34,11 +34,12 @@ def test_monarch_starts_at_identity_and_is_a_linear_map(n: int) -> None:
     x = torch.randn(3, 2, n, dtype=torch.float64)
     assert torch.equal(q(x), x)
     with torch.no_grad():
-        q.blocks1.add_(torch.randn_like(q.blocks1))
-        q.blocks2.add_(torch.randn_like(q.blocks2))
+        for p in q.parameters():
+            p.add_(torch.randn_like(p))
     dense = q.dense()
     assert torch.allclose(q(x), x @ dense.T)
-    assert q.blocks1.numel() + q.blocks2.numel() <= n * n + n
+    assert torch.allclose(q(x.transpose(1, 2), dim=1), (x @ dense.T).transpose(1, 2))
+    assert sum(p.numel() for p in q.parameters()) <= n * n + n
 
 
 @settings(max_examples=200, deadline=None)

@@ -49,9 +49,10 @@ def rfftn(x: torch.Tensor, s: Sequence[int], dim: Sequence[int]) -> torch.Tensor
 
 
 def _adjoint(t: torch.Tensor) -> torch.Tensor:
-    """Conjugate transpose of the last two axes, materialised contiguously."""
+    """Conjugate transpose of the last two axes; complex ones materialised (BLAS takes real
+    transposed operands as they are, but conjugate views are copied matrix by matrix)."""
     t = t.transpose(-1, -2)
-    return t.conj_physical() if t.is_complex() else t.contiguous()
+    return t.conj_physical() if t.is_complex() else t
 
 
 class _BatchedMatmul(torch.autograd.Function):

@@ -1,4 +1,4 @@
-"""Monarch matrices: learnable real n x n structured maps, applied along the last axis.
+"""Monarch matrices: learnable real n x n structured maps, applied along one axis.
 
 A Monarch matrix is ``P^T B2 P B1``: ``B1`` is block-diagonal with ``n1`` dense blocks of
 size ``n2 x n2``, ``P`` is the reshape-transpose permutation of an ``n1 x n2`` grid and ``B2`` is
@@ -6,6 +6,9 @@ block-diagonal with ``n2`` blocks of size ``n1 x n1`` (Dao et al. 2022). It is a
 Kaleidoscope family: it contains permutations of the grid, block-sparse and low-rank maps, and
 (with complex blocks and twiddles) the DFT itself. Applying it costs ``n (n1 + n2)``
 multiply-adds per vector as two batched matmuls, against ``n^2`` for a dense matrix.
+
+Short axes (``n <= DENSE_UP_TO``) use one dense ``n x n`` block instead: a single GEMM with no
+axis moves is faster there than two tiny batched ones, and it is the most expressive choice.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import torch
 from torch import nn
 
 from .fft import batched_matmul
+
+DENSE_UP_TO = 64
 
 
 def balanced_factors(n: int) -> tuple[int, int]:
@@ -28,7 +33,7 @@ def balanced_factors(n: int) -> tuple[int, int]:
 
 
 class Monarch(nn.Module):
-    """A learnable real ``n x n`` Monarch matrix acting on the last axis, initialised to identity.
+    """A learnable real ``n x n`` Monarch matrix, initialised to identity.
 
     Parameters
     ----------
@@ -39,33 +44,40 @@ class Monarch(nn.Module):
     def __init__(self, n: int, *, device=None, dtype=None) -> None:
         super().__init__()
         self.n = n
-        self.n1, self.n2 = balanced_factors(n)
+        self.n1, self.n2 = (1, n) if n <= DENSE_UP_TO else balanced_factors(n)
         kw = {"device": device, "dtype": dtype}
-        eye2 = torch.eye(self.n2, **kw).expand(self.n1, self.n2, self.n2)
-        eye1 = torch.eye(self.n1, **kw).expand(self.n2, self.n1, self.n1)
-        self.blocks1 = nn.Parameter(eye2.clone())  # (n1, n2, n2): acts on the fast index
-        self.blocks2 = nn.Parameter(eye1.clone())  # (n2, n1, n1): acts on the slow index
+        self.blocks1 = nn.Parameter(torch.eye(self.n2, **kw).expand(self.n1, self.n2, self.n2).clone())
+        if self.n1 > 1:
+            self.blocks2 = nn.Parameter(torch.eye(self.n1, **kw).expand(self.n2, self.n1, self.n1).clone())
+        else:
+            self.register_parameter("blocks2", None)
 
     def extra_repr(self) -> str:
         return f"n={self.n}, blocks={self.n1}x{self.n2}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """Apply the matrix along axis ``dim`` of ``x``."""
+        dim = dim % x.dim()
+        if x.shape[dim] != self.n:
+            raise ValueError(f"Monarch of size {self.n} got an axis of {x.shape[dim]}")
+        if self.blocks2 is None:
+            return self._dense(x, dim)
+        if dim != x.dim() - 1:
+            return self(x.movedim(dim, -1)).movedim(-1, dim)
         shape = x.shape
-        if shape[-1] != self.n:
-            raise ValueError(f"Monarch of size {self.n} got a last axis of {shape[-1]}")
         grid = x.reshape(-1, self.n1, self.n2).transpose(0, 1)  # (n1, m, n2)
         y = batched_matmul(grid, self.blocks1.transpose(1, 2))  # (n1, m, n2)
         y = batched_matmul(y.permute(2, 1, 0), self.blocks2.transpose(1, 2))  # (n2, m, n1)
         return y.permute(1, 2, 0).reshape(shape)
 
+    def _dense(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        block = self.blocks1[0]
+        if dim == x.dim() - 1:
+            return torch.matmul(x, block.T)
+        before, after = math.prod(x.shape[:dim]), math.prod(x.shape[dim + 1 :])
+        return torch.matmul(block, x.reshape(before, self.n, after)).reshape(x.shape)
+
     def dense(self) -> torch.Tensor:
         """The matrix itself, ``n x n`` (for inspection and hardening)."""
         eye = torch.eye(self.n, device=self.blocks1.device, dtype=self.blocks1.dtype)
         return self(eye).T
-
-
-def apply_along(transform: nn.Module, x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Apply a last-axis ``transform`` along axis ``dim`` of ``x``."""
-    if dim in (-1, x.dim() - 1):
-        return transform(x)
-    return transform(x.movedim(dim, -1)).movedim(-1, dim)

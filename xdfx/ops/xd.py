@@ -28,7 +28,7 @@ from torch import nn
 from ..errors import XdfxShapeError
 from .fft import batched_matmul, rfftn
 from .geometry import AxisGeometry
-from .monarch import Monarch, apply_along
+from .monarch import Monarch
 
 ARCHS = ("monarch", "fixed")
 
@@ -47,8 +47,9 @@ class KernelLift(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.k} -> {self.n}"
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(w, self.matrix.T)
+    def forward(self, w: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """Apply along axis ``dim`` of ``w``."""
+        return torch.matmul(w.movedim(dim, -1), self.matrix.T).movedim(-1, dim)
 
 
 def _ntuple(v, d: int) -> tuple:
@@ -203,7 +204,7 @@ class XDConv(nn.Module):
         w = self.kernel(weight)
         d, g = self.spatial_dims, self.groups
         for i, q in enumerate(self.L):
-            w = apply_along(q, w, 2 + i)
+            w = q(w, 2 + i)
         wf = rfftn(w, [geo.n for geo in self.geometry], range(2, 2 + d))  # (C_out, cin, *freq)
         wf = wf.reshape(g, self.out_channels // g, *wf.shape[1:])
         return wf.permute(*range(3, 3 + d), 0, 2, 1)  # (*freq, g, cin, cout)
@@ -256,11 +257,11 @@ class XDConv(nn.Module):
         if len(self.M):
             x = F.pad(x, [p for g, s in zip(reversed(geo), reversed(sizes)) for p in (0, g.n - s)])
             for i, q in enumerate(self.M):
-                x = apply_along(q, x, 2 + i)
+                x = q(x, 2 + i)
         y = self._mix(rfftn(x, ns, dims), self.kernel_fft(weight))
         y = torch.fft.irfftn(y, s=ns, dim=dims)
         for i, q in enumerate(self.K):
-            y = apply_along(q, y, 2 + i)
+            y = q(y, 2 + i)
         for i, g in enumerate(geo):
             size = sizes[i] - (sum(g.pad) if g.prepad else 0)
             idx = g.out_index(size, y.device)
