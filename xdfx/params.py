@@ -5,9 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from .ops.monarch import Monarch
-from .ops.xd import KernelLift
+from .ops.xd import LinearMap
 
-ARCH_MODULES: tuple[type[nn.Module], ...] = (Monarch, KernelLift)
+ARCH_MODULES: tuple[type[nn.Module], ...] = (Monarch, LinearMap)
 
 
 def arch_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+import inspect
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import fx, nn
 
 from .errors import XdfxInputError
 from .ops import XDConv
-from .passes.relax_conv import RelaxConfig, relax_conv_functions, relax_conv_modules
+from .ops.graph import XDGraphConv
+from .passes.context import RelaxConfig, RelaxContext, Selector
+from .passes.relax_conv import relax_conv_functions, relax_conv_modules
+from .passes.relax_graphconv import relax_graph_convs
+from .passes.relax_leaves import leaf_watch_list, record_unsupported, relax_inside_leaves
+from .passes.relax_pool import record_max_pools, relax_pools
 from .passes.shape_info import propagate_shapes
 from .report import Report
-from .trace import trace
+from .trace import TraceOptions, trace
+
+#: The rewrite table: each rule rewrites one kind of op (or records why it stays), in order.
+RULES: tuple[Callable[[RelaxContext], None], ...] = (
+    relax_conv_modules,
+    relax_conv_functions,
+    relax_pools,
+    relax_graph_convs,
+    relax_inside_leaves,
+    record_max_pools,
+    record_unsupported,
+)
+XD_TYPES = (XDConv, XDGraphConv)
 
 
 def _as_inputs(example_inputs: Any) -> tuple:
@@ -33,9 +51,15 @@ def relax(
     *,
     arch: str = "monarch",
     max_kernel_size: int | None = None,
+    include: Sequence[Selector] = (),
+    exclude: Sequence[Selector] = (),
+    leaf_modules: Sequence[str] = (),
+    leaf_classes: Sequence[type] = (),
+    concrete_args: dict[str, Any] | None = None,
     inplace: bool = False,
 ) -> fx.GraphModule:
-    """Rewrite every convolution of ``model`` into an XD-operation that computes the same thing.
+    """Rewrite every convolution, average pooling and fixed-graph convolution of ``model`` into an
+    XD-operation that computes the same thing.
 
     Parameters
     ----------
@@ -47,8 +71,13 @@ def relax(
         Learnable structured K, L, M (the search space) or plain FFTs.
     max_kernel_size : int, optional
         Cap on the kernel taps per axis; by default ``w`` spans the whole transform.
+    include, exclude : sequence of glob, module class or predicate ``(name, module) -> bool``
+        Which layers to relax (default: all).
+    leaf_modules, leaf_classes, concrete_args
+        Tracing options: modules to keep whole, and fixed values of non-tensor arguments.
+        Modules that torch.fx cannot trace are found and kept whole automatically.
     inplace : bool
-        Skip the copy: ``model``'s own conv modules are replaced by the XD layers, which the
+        Skip the copy: ``model``'s own layer modules are replaced by the XD layers, which the
         returned graph shares.
 
     Returns
@@ -59,25 +88,60 @@ def relax(
     if not isinstance(model, nn.Module):
         raise XdfxInputError(f"relax expects an nn.Module, got {type(model).__name__}")
     inputs = _as_inputs(example_inputs)
-    already = [n for n, m in model.named_modules() if isinstance(m, XDConv)]
+    already = [n for n, m in model.named_modules() if isinstance(m, XD_TYPES)]
     if already:
-        raise XdfxInputError(
-            f"the model is already relaxed (XD layers at {already[:3]}); relax the original model"
-        )
-    config = RelaxConfig(arch=arch, max_kernel_size=max_kernel_size)
+        raise XdfxInputError(f"the model is already relaxed (XD layers at {already[:3]}); relax the original model")
+    config = RelaxConfig(arch=arch, max_kernel_size=max_kernel_size, include=tuple(include), exclude=tuple(exclude))
     root = model if inplace else copy.deepcopy(model)
-    gm = trace(root)
-    propagate_shapes(gm, inputs)
-    records = relax_conv_modules(gm, config) + relax_conv_functions(gm, config)
+    if concrete_args is None:
+        concrete_args = _non_tensor_arguments(model, inputs)
+    traced = trace(root, TraceOptions(tuple(leaf_modules), tuple(leaf_classes), concrete_args))
+    gm = traced.graph_module
+    leaf_shapes = propagate_shapes(gm, inputs, leaf_watch_list(gm, traced.leaves))
+    ctx = RelaxContext(gm, config, traced.leaves, leaf_shapes)
+    for rule in RULES:
+        rule(ctx)
+    _drop_dead_attributes(gm)
     gm.graph.lint()
     gm.recompile()
     if inplace:
         for name, module in gm.named_modules():
-            if isinstance(module, XDConv) and _has_submodule(model, name):
+            if isinstance(module, XD_TYPES) and _has_submodule(model, name):
                 model.set_submodule(name, module)
     gm.training = model.training
-    gm.xdfx_report = Report("xdfx.relax", records)
+    gm.xdfx_report = Report("xdfx.relax", ctx.records)
     return gm
+
+
+def _non_tensor_arguments(model: nn.Module, inputs: tuple) -> dict[str, Any] | None:
+    """Values of ``forward``'s non-tensor arguments in the example call (given or defaulted):
+    they are fixed while tracing, as a user calling the model that way expects."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    fixed = {}
+    for i, p in enumerate(params):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            break
+        if i < len(inputs):
+            if not isinstance(inputs[i], torch.Tensor):
+                fixed[p.name] = inputs[i]
+        elif p.default is not p.empty and not isinstance(p.default, torch.Tensor):
+            fixed[p.name] = p.default
+    return fixed or None
+
+
+def _drop_dead_attributes(gm: fx.GraphModule) -> None:
+    """Remove ``get_attr`` nodes left without users (fused weights), and their tensors."""
+    for node in list(gm.graph.nodes):
+        if node.op == "get_attr" and not node.users:
+            gm.graph.erase_node(node)
+            still_used = any(n.op == "get_attr" and n.target == node.target for n in gm.graph.nodes)
+            owner, _, name = node.target.rpartition(".")
+            module = gm.get_submodule(owner) if owner else gm
+            if not still_used and isinstance(getattr(module, name, None), nn.Parameter):
+                delattr(module, name)
 
 
 def _has_submodule(model: nn.Module, name: str) -> bool:

@@ -17,6 +17,20 @@ class LayerRecord:
     detail: str = ""
     error: float | None = None  # relative max error of the rewrite on a random probe
 
+    @property
+    def kind(self) -> str:
+        """conv, conv_transpose, avg_pool, max_pool, graph_conv or leaf."""
+        if self.status == "leaf":
+            return "leaf"
+        op = self.op.lower()
+        if "transpose" in op:
+            return "conv_transpose"
+        if "pool" in op:
+            return "max_pool" if "max" in op else "avg_pool"
+        if "graph" in op:
+            return "graph_conv"
+        return "conv" if "conv" in op else "other"
+
 
 @dataclass
 class Report:

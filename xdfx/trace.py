@@ -1,6 +1,21 @@
-"""Capturing a model as a torch.fx graph."""
+"""Capturing a model as a torch.fx graph: a ladder of fallbacks.
+
+1. ``symbolic_trace`` with the user's leaf modules/classes and ``concrete_args``;
+2. on failure, the smallest module whose ``forward`` was running when tracing broke (read off
+   the traceback) becomes a leaf, and tracing starts again;
+3. a failure in the root's own ``forward`` cannot be worked around: an ``XdfxTraceError`` names
+   the module, the file and line that broke, and what to try.
+
+Leaves are kept whole in the graph; :func:`xdfx.relax` still rewrites the convolutions inside
+them, module by module.
+"""
 
 from __future__ import annotations
+
+import linecache
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 import torch
 from torch import fx, nn
@@ -9,24 +24,82 @@ from .errors import XdfxTraceError
 from .ops import XDConv
 
 LEAF_TYPES: tuple[type, ...] = (XDConv,)
+MAX_AUTO_LEAVES = 64
+
+
+@dataclass
+class TraceOptions:
+    """User options for tracing: module names or classes to keep whole, and concrete arguments."""
+
+    leaf_modules: tuple[str, ...] = ()
+    leaf_classes: tuple[type, ...] = ()
+    concrete_args: dict[str, Any] | None = None
+
+
+@dataclass
+class TraceResult:
+    graph_module: fx.GraphModule
+    leaves: dict[str, str] = field(default_factory=dict)  # qualified name -> why it is a leaf
 
 
 class XdfxTracer(fx.Tracer):
-    """``fx.Tracer`` that keeps xdfx operators whole, as leaves."""
+    """``fx.Tracer`` that keeps xdfx operators, and the given modules, whole."""
+
+    def __init__(self, leaf_names: Iterable[str] = (), leaf_classes: tuple[type, ...] = ()) -> None:
+        super().__init__()
+        self.leaf_names = set(leaf_names)
+        self.leaf_classes = tuple(leaf_classes) + LEAF_TYPES
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, LEAF_TYPES) or super().is_leaf_module(m, qualname)
+        return qualname in self.leaf_names or isinstance(m, self.leaf_classes) or super().is_leaf_module(m, qualname)
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace ``model`` (which is used as the graph's root, not copied)."""
-    try:
-        graph = XdfxTracer().trace(model)
-    except Exception as err:  # fx raises TraceError, TypeError, NotImplementedError, ...
-        raise XdfxTraceError(
-            f"torch.fx could not trace {type(model).__name__}: {type(err).__name__}: {err}. "
-            "Data-dependent control flow (if/for on tensor values) cannot be traced: move it into "
-            "a submodule, or wrap the function with torch.fx.wrap."
-        ) from err
-    name = type(model).__name__
-    return fx.GraphModule(model, graph, class_name=f"Relaxed{name}")
+def trace(model: nn.Module, options: TraceOptions | None = None) -> TraceResult:
+    """Trace ``model`` (used as the graph's root, not copied), making leaves where needed."""
+    options = options or TraceOptions()
+    names = {id(m): n for n, m in model.named_modules()}
+    leaves = {n: "leaf_modules option" for n in options.leaf_modules}
+    while True:
+        tracer = XdfxTracer(leaves, options.leaf_classes)
+        try:
+            graph = tracer.trace(model, concrete_args=options.concrete_args)
+            break
+        except Exception as err:  # fx raises TraceError, TypeError, NotImplementedError, ...
+            culprit, where = _locate(err, names)
+            if culprit is None or culprit == "" or culprit in leaves or len(leaves) >= MAX_AUTO_LEAVES:
+                who = type(model).__name__ if not culprit else f"{culprit} ({type(model.get_submodule(culprit)).__name__})"
+                raise XdfxTraceError(
+                    f"torch.fx could not trace {who}: {type(err).__name__}: {_first_line(err)}"
+                    f"{' at ' + where if where else ''}. The failure is in the top-level forward, so no "
+                    "submodule can be kept whole instead. Data-dependent control flow (if/for on tensor "
+                    "values) cannot be traced: move it into a submodule, pass concrete_args for "
+                    "non-tensor arguments, or wrap the function with torch.fx.wrap."
+                ) from err
+            leaves[culprit] = f"untraceable: {type(err).__name__}: {_first_line(err)}{' at ' + where if where else ''}"
+    gm = fx.GraphModule(tracer.root, graph, class_name=f"Relaxed{type(model).__name__}")
+    for node in graph.nodes:
+        if node.op == "call_module" and node.target not in leaves:
+            module = gm.get_submodule(node.target)
+            if options.leaf_classes and isinstance(module, tuple(options.leaf_classes)):
+                leaves[node.target] = "leaf_classes option"
+    return TraceResult(gm, leaves)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else ""
+
+
+def _locate(err: BaseException, names: dict[int, str]) -> tuple[str | None, str]:
+    """The deepest model module whose ``forward`` was on the stack, and the user line that failed."""
+    culprit, where = None, ""
+    for frame, lineno in traceback.walk_tb(err.__traceback__):
+        code_obj = frame.f_code
+        owner = frame.f_locals.get(code_obj.co_varnames[0]) if code_obj.co_argcount else None
+        if isinstance(owner, nn.Module) and id(owner) in names and code_obj.co_name == "forward":
+            culprit = names[id(owner)]
+        filename = code_obj.co_filename
+        if "/torch/" not in filename and "/xdfx/" not in filename:
+            code = linecache.getline(filename, lineno).strip()
+            where = f"{filename}:{lineno}" + (f" `{code}`" if code else "")
+    return culprit, where

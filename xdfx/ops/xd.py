@@ -33,16 +33,22 @@ from .monarch import Monarch
 ARCHS = ("monarch", "fixed")
 
 
-class KernelLift(nn.Module):
-    """Learnable real ``n x k`` map from a truncated kernel buffer to the transform length.
+class LinearMap(nn.Module):
+    """A learnable real ``n x k`` matrix applied along one axis (an architecture parameter).
 
-    Initialised to the zero-extension ``[I; 0]``, so ``L = conj F Q_L`` starts as the DFT.
+    XD uses it for ``Q_L`` when the kernel buffer is truncated (initialised to the
+    zero-extension ``[I; 0]``, so ``L = conj F Q_L`` starts as the DFT) and for the graph
+    eigenbases of graph convolutions.
     """
 
-    def __init__(self, k: int, n: int, *, device=None, dtype=None) -> None:
+    def __init__(self, matrix: torch.Tensor) -> None:
         super().__init__()
-        self.k, self.n = k, n
-        self.matrix = nn.Parameter(torch.eye(n, k, device=device, dtype=dtype))
+        self.n, self.k = matrix.shape
+        self.matrix = nn.Parameter(matrix.clone())
+
+    @classmethod
+    def embedding(cls, k: int, n: int, *, device=None, dtype=None) -> "LinearMap":
+        return cls(torch.eye(n, k, device=device, dtype=dtype))
 
     def extra_repr(self) -> str:
         return f"{self.k} -> {self.n}"
@@ -118,6 +124,7 @@ class XDConv(nn.Module):
         else:
             self.weight = nn.Parameter(torch.zeros(shape, **kw))
             self.register_parameter("growth", None)
+        self.register_buffer("out_scale", None)  # fixed per-position scale (pooling divisors)
         has_bias = bias and not external_weight
         self.bias = nn.Parameter(torch.zeros(out_channels, **kw)) if has_bias else None
         monarchs = lambda: nn.ModuleList(Monarch(g.n, **kw) for g in self.geometry)  # noqa: E731
@@ -127,7 +134,7 @@ class XDConv(nn.Module):
         # With a full-length kernel, a learnable L adds no expressivity (every diagonal is
         # already F w for some w), so L is learnable only where the kernel buffer is truncated.
         truncated = learn and any(g.kernel_buffer < g.n for g in self.geometry)
-        self.L = nn.ModuleList(KernelLift(g.kernel_buffer, g.n, **kw) for g in self.geometry) if truncated else nn.ModuleList()
+        self.L = nn.ModuleList(LinearMap.embedding(g.kernel_buffer, g.n, **kw) for g in self.geometry) if truncated else nn.ModuleList()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -266,6 +273,13 @@ class XDConv(nn.Module):
             size = sizes[i] - (sum(g.pad) if g.prepad else 0)
             idx = g.out_index(size, y.device)
             y = y[(slice(None),) * (2 + i) + (idx,)] if isinstance(idx, slice) else y.index_select(2 + i, idx)
+        if self.out_scale is not None:
+            if y.shape[2:] != self.out_scale.shape:
+                raise XdfxShapeError(
+                    f"layer {self.layer_name!r} (a relaxed pooling) was built for outputs of size "
+                    f"{tuple(self.out_scale.shape)}, got {tuple(y.shape[2:])}; relax with inputs of this size"
+                )
+            y = y * self.out_scale
         b = self.bias if bias is None else bias
         if b is not None:
             y = y + b.reshape(-1, *([1] * self.spatial_dims))

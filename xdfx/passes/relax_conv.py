@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -12,8 +11,9 @@ from torch import fx, nn
 
 from ..errors import XdfxShapeError, XdfxUnsupportedError
 from ..ops import XDConv
-from ..ops.xd import conv_pads
+from ..ops.xd import _ntuple, conv_pads
 from ..report import LayerRecord
+from .context import RelaxContext
 from .shape_info import input_shape, output_shape
 
 CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -23,19 +23,6 @@ CONV_FUNCTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class RelaxConfig:
-    """Options of :func:`xdfx.relax`.
-
-    arch: ``"monarch"`` (learnable structured K, L, M) or ``"fixed"`` (plain FFTs).
-    max_kernel_size: cap on the taps per axis of the kernel ``w`` (None: the transform length,
-        so ``w`` can grow into a global filter).
-    """
-
-    arch: str = "monarch"
-    max_kernel_size: int | None = None
-
-
 def _conv_signature(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # noqa: ARG001
     """Argument layout of ``F.conv{1,2,3}d``."""
 
@@ -43,7 +30,7 @@ def _conv_signature(input, weight, bias=None, stride=1, padding=0, dilation=1, g
 _SIGNATURE = inspect.signature(_conv_signature)
 
 
-def _probe_error(reference, candidate, shape, dtype, device) -> float:
+def probe_error(reference, candidate, shape, dtype, device) -> float:
     """Relative max error of ``candidate`` against ``reference`` on one random input."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn((1, *shape[1:]), generator=gen, dtype=dtype).to(device)
@@ -52,43 +39,50 @@ def _probe_error(reference, candidate, shape, dtype, device) -> float:
     return float((y - z).abs().max() / y.abs().max().clamp_min(torch.finfo(dtype).tiny))
 
 
-def relax_conv_modules(gm: fx.GraphModule, config: RelaxConfig) -> list[LayerRecord]:
+def conv_module_to_xd(ctx: RelaxContext, name: str, conv: nn.Module, shapes: list[torch.Size]) -> XDConv:
+    """An XD layer for ``conv``, built to serve every input shape in ``shapes`` exactly."""
+    spatial = [max(s[2 + i] for s in shapes) for i in range(len(conv.kernel_size))]
+    xd = XDConv.from_conv(conv, spatial, max_kernel_size=ctx.config.max_kernel_size, arch=ctx.config.arch)
+    xd.layer_name = name
+    for s in shapes:  # a shared conv seen at several sizes: each must be computed exactly
+        for i, geo in enumerate(xd.geometry):
+            try:
+                geo.check(s[2 + i], name, i)
+            except XdfxShapeError as err:
+                raise XdfxUnsupportedError(
+                    f"conv {name!r} is called on inputs of different sizes {[tuple(x) for x in shapes]} "
+                    f"that one XD layer cannot serve exactly: {err}. Exclude it from relax "
+                    f"(exclude=[{name!r}]) or use one module per call site."
+                ) from err
+    return xd
+
+
+def relax_conv_modules(ctx: RelaxContext) -> None:
     """Replace each conv module (by its qualified name, so state_dict keys stay) with an XD layer."""
+    gm = ctx.gm
     calls: dict[str, list[fx.Node]] = defaultdict(list)
     for node in gm.graph.nodes:
         if node.op == "call_module" and type(gm.get_submodule(node.target)) in CONV_MODULES:
             calls[node.target].append(node)
-    records = []
     for target, nodes in calls.items():
         conv = gm.get_submodule(target)
+        op = type(conv).__name__
+        if not ctx.config.selects(target, conv):
+            ctx.records += [LayerRecord(target, op, "skipped", tuple(input_shape(n)), detail="excluded by filter") for n in nodes]
+            continue
         shapes = [input_shape(n) for n in nodes]
-        spatial = [max(s[2 + i] for s in shapes) for i in range(len(conv.kernel_size))]
-        xd = XDConv.from_conv(conv, spatial, max_kernel_size=config.max_kernel_size, arch=config.arch)
-        xd.layer_name = target
-        for s in shapes:  # a shared conv seen at several sizes: each must be computed exactly
-            for i, geo in enumerate(xd.geometry):
-                try:
-                    geo.check(s[2 + i], target, i)
-                except XdfxShapeError as err:
-                    raise XdfxUnsupportedError(
-                        f"conv {target!r} is called on inputs of different sizes {[tuple(x) for x in shapes]} "
-                        f"that one XD layer cannot serve exactly: {err}"
-                    ) from err
-        error = _probe_error(conv, xd, shapes[0], conv.weight.dtype, conv.weight.device)
+        xd = conv_module_to_xd(ctx, target, conv, shapes)
+        error = probe_error(conv, xd, shapes[0], conv.weight.dtype, conv.weight.device)
         gm.add_submodule(target, xd)
         for n in nodes:
-            records.append(
-                LayerRecord(
-                    target, type(conv).__name__, "relaxed", tuple(input_shape(n)), _tuple(output_shape(n)),
-                    _describe(xd), error,
-                )
+            ctx.records.append(
+                LayerRecord(target, op, "relaxed", tuple(input_shape(n)), _tuple(output_shape(n)), describe(xd), error)
             )
-    return records
 
 
-def relax_conv_functions(gm: fx.GraphModule, config: RelaxConfig) -> list[LayerRecord]:
+def relax_conv_functions(ctx: RelaxContext) -> None:
     """Replace each ``F.conv*d(x, weight, bias, ...)`` call with an XD layer fed by the same weight."""
-    records = []
+    gm = ctx.gm
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target not in CONV_FUNCTIONS:
             continue
@@ -97,39 +91,31 @@ def relax_conv_functions(gm: fx.GraphModule, config: RelaxConfig) -> list[LayerR
         bound = _SIGNATURE.bind(*node.args, **node.kwargs)
         bound.apply_defaults()
         a = bound.arguments
+        x_shape = tuple(input_shape(node))
+        if not ctx.config.selects(node.name, None):
+            ctx.records.append(LayerRecord(node.name, op, "skipped", x_shape, detail="excluded by filter"))
+            continue
         dynamic = [k for k in ("stride", "padding", "dilation", "groups") if _has_node(a[k])]
         if dynamic:
-            records.append(LayerRecord(node.name, op, "skipped", detail=f"{', '.join(dynamic)} computed at run time"))
+            ctx.records.append(LayerRecord(node.name, op, "skipped", x_shape, detail=f"{', '.join(dynamic)} computed at run time"))
             continue
-        w_shape = a["weight"].meta["tensor_meta"].shape
-        x_shape = input_shape(node)
-        kernel = tuple(w_shape[2:])
+        meta = a["weight"].meta["tensor_meta"]
+        kernel = tuple(meta.shape[2:])
         dilation = _ntuple(a["dilation"], d)
         pads = conv_pads(a["padding"], kernel, dilation)
-        geometry = XDConv.plan_geometry(x_shape[2:], kernel, _ntuple(a["stride"], d), dilation, pads, "zeros", config.max_kernel_size)
-        meta = a["weight"].meta["tensor_meta"]
+        geometry = XDConv.plan_geometry(x_shape[2:], kernel, _ntuple(a["stride"], d), dilation, pads, "zeros", ctx.config.max_kernel_size)
         xd = XDConv(
-            w_shape[1] * a["groups"], w_shape[0], geometry, groups=a["groups"], arch=config.arch,
-            external_weight=True, dtype=meta.dtype, device=_device_of(gm),
+            meta.shape[1] * a["groups"], meta.shape[0], geometry, groups=a["groups"], arch=ctx.config.arch,
+            external_weight=True, dtype=meta.dtype, device=ctx.device,
         )
-        name = _free_name(gm, f"xd_{node.name}")
+        name = ctx.free_name(f"xd_{node.name}")
         xd.layer_name = name
-        gm.add_submodule(name, xd)
         args = (a["input"], a["weight"]) + ((a["bias"],) if a["bias"] is not None else ())
-        with gm.graph.inserting_before(node):
-            new = gm.graph.call_module(name, args)
-        new.meta = dict(node.meta)
-        node.replace_all_uses_with(new)
-        gm.graph.erase_node(node)
-        records.append(LayerRecord(name, op, "relaxed", tuple(x_shape), _tuple(output_shape(new)), _describe(xd)))
-    return records
+        new = ctx.replace_with_module(node, name, xd, args)
+        ctx.records.append(LayerRecord(name, op, "relaxed", x_shape, _tuple(output_shape(new)), describe(xd)))
 
 
-def _device_of(gm: fx.GraphModule) -> torch.device:
-    return next((p.device for p in gm.parameters()), torch.device("cpu"))
-
-
-def _describe(xd: XDConv) -> str:
+def describe(xd: XDConv) -> str:
     ns = "x".join(str(g.n) for g in xd.geometry)
     ws = "x".join(str(g.kernel_buffer) for g in xd.geometry)
     return f"n={ns} w={ws} {xd.arch} {xd.geometry[0].mode}"
@@ -141,16 +127,5 @@ def _has_node(v) -> bool:
     return isinstance(v, (tuple, list)) and any(isinstance(e, fx.Node) for e in v)
 
 
-def _ntuple(v, d: int) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * d
-
-
 def _tuple(shape) -> tuple[int, ...] | None:
     return None if shape is None else tuple(shape)
-
-
-def _free_name(gm: fx.GraphModule, base: str) -> str:
-    name, i = base, 1
-    while hasattr(gm, name):
-        name, i = f"{base}_{i}", i + 1
-    return name

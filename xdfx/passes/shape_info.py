@@ -1,31 +1,82 @@
-"""Shapes of every node of a graph, without compute and without touching BatchNorm statistics."""
+"""Shapes of every node of a graph, and of modules hidden inside leaves.
+
+Shapes come from a run on fake tensors (no compute, BatchNorm statistics untouched). Leaves
+with data-dependent control flow cannot run on fake tensors; then a throwaway copy of the
+graph runs on the real example inputs instead.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+from collections import defaultdict
+from typing import Iterable, Sequence
 
 import torch
-from torch import fx
-from torch.fx.passes.shape_prop import ShapeProp
+from torch import fx, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import XdfxShapeError
 
 
-def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
-    """Fill ``node.meta['tensor_meta']`` for every node by running ``gm`` on fake tensors."""
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
-    fake_inputs = [mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in example_inputs]
+def propagate_shapes(
+    gm: fx.GraphModule, example_inputs: Sequence[object], watch: Iterable[str] = ()
+) -> dict[str, list[torch.Size]]:
+    """Fill ``node.meta['tensor_meta']`` for every node; return the input shapes seen by each
+    module named in ``watch`` (modules inside leaves, which have no node of their own)."""
+    watch = list(watch)
     try:
-        ShapeProp(gm, fake_mode=mode).propagate(*fake_inputs)
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        fake_inputs = [mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in example_inputs]
+        prop = ShapeProp(gm, fake_mode=mode)
+        with _recording(getattr(prop, "fake_module", None) or gm, watch) as seen:
+            prop.propagate(*fake_inputs)
+        return seen
+    except Exception:
+        pass
+    twin = copy.deepcopy(gm)
+    try:
+        with _recording(twin, watch) as seen, torch.no_grad():
+            ShapeProp(twin).propagate(*example_inputs)
     except Exception as err:
         failing = _failing_node(err)
+        shapes = [tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)]
         raise XdfxShapeError(
-            f"running the model on the example inputs (shapes "
-            f"{[tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)]}) failed"
+            f"running the model on the example inputs (shapes {shapes}) failed"
             f"{' at node ' + failing if failing else ''}: {_root_cause(err)}. Pass example_inputs "
             "that the model's forward accepts (a tuple, one entry per forward argument)."
         ) from err
+    metas = {n.name: n.meta for n in twin.graph.nodes}
+    for node in gm.graph.nodes:
+        if "tensor_meta" in metas.get(node.name, {}):
+            node.meta["tensor_meta"] = metas[node.name]["tensor_meta"]
+    return seen
+
+
+class _recording:
+    """Forward pre-hooks that record the first argument's shape of the named modules."""
+
+    def __init__(self, root: nn.Module, names: list[str]) -> None:
+        self.root, self.names = root, names
+        self.seen: dict[str, list[torch.Size]] = defaultdict(list)
+        self.handles = []
+
+    def __enter__(self) -> dict[str, list[torch.Size]]:
+        for name in self.names:
+            module = self.root.get_submodule(name)
+            self.handles.append(module.register_forward_pre_hook(self._hook(name)))
+        return self.seen
+
+    def _hook(self, name: str):
+        def record(_module, args):
+            if args and isinstance(args[0], torch.Tensor):
+                self.seen[name].append(args[0].shape)
+
+        return record
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 def _root_cause(err: BaseException) -> str:

@@ -1,0 +1,95 @@
+"""``A @ h`` with a constant square ``A`` (a buffer) becomes an XD graph convolution.
+
+``A @ (h @ W)`` with ``W`` a parameter used nowhere else is fused into one layer with channel
+mixing. ``torch.sparse.mm(A, h)`` is matched too.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import fx
+
+from ..ops.graph import XDGraphConv
+from ..report import LayerRecord
+from .context import RelaxContext
+from .shape_info import output_shape
+
+MATMUL_FUNCTIONS = (operator.matmul, torch.matmul, torch.mm, torch.sparse.mm, torch.spmm)
+
+
+def _is_matmul(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in MATMUL_FUNCTIONS) or (
+        node.op == "call_method" and node.target in ("matmul", "mm", "__matmul__")
+    )
+
+
+def _constant(gm: fx.GraphModule, node) -> torch.Tensor | None:
+    """The buffer (not parameter) a ``get_attr`` node refers to, if any."""
+    if not isinstance(node, fx.Node) or node.op != "get_attr":
+        return None
+    owner, _, name = node.target.rpartition(".")
+    module = gm.get_submodule(owner) if owner else gm
+    if name in dict(module.named_buffers(recurse=False)) or (
+        isinstance(getattr(module, name, None), torch.Tensor) and not isinstance(getattr(module, name), torch.nn.Parameter)
+    ):
+        return getattr(module, name)
+    return None
+
+
+def _parameter(gm: fx.GraphModule, node) -> torch.Tensor | None:
+    if not isinstance(node, fx.Node) or node.op != "get_attr":
+        return None
+    value = gm.get_parameter(node.target) if _is_param(gm, node.target) else None
+    return value
+
+
+def _is_param(gm: fx.GraphModule, target: str) -> bool:
+    try:
+        gm.get_parameter(target)
+        return True
+    except AttributeError:
+        return False
+
+
+def relax_graph_convs(ctx: RelaxContext) -> None:
+    """Rewrite fixed-graph propagations into :class:`XDGraphConv` layers."""
+    gm = ctx.gm
+    for node in list(gm.graph.nodes):
+        if not _is_matmul(node) or len(node.args) < 2:
+            continue
+        adj = _constant(gm, node.args[0])
+        if adj is None or adj.dim() != 2 or adj.shape[0] != adj.shape[1]:
+            continue
+        owner = node.args[0].target.rpartition(".")[0]
+        name = f"{owner}.xd" if owner else node.name
+        h = node.args[1]
+        shape = tuple(h.meta["tensor_meta"].shape)
+        if not ctx.config.selects(owner or node.name, gm.get_submodule(owner) if owner else None):
+            ctx.records.append(LayerRecord(owner or node.name, "graph propagation", "skipped", shape, detail="excluded by filter"))
+            continue
+        dense = adj.to_dense() if adj.is_sparse else adj
+        if not torch.allclose(dense, dense.T, atol=1e-6):
+            ctx.records.append(LayerRecord(owner or node.name, "graph propagation", "skipped", shape, detail="matrix is not symmetric: no real eigenbasis"))
+            continue
+        weight = None
+        source = h
+        if _is_matmul(h) and len(h.users) == 1:
+            w = _parameter(gm, h.args[1])
+            if w is not None and w.dim() == 2 and len(h.args[1].users) == 1:
+                weight, source = w, h.args[0]
+        taps = ctx.config.max_kernel_size or 3
+        layer = XDGraphConv(dense, None if weight is None else weight.detach(), channels=shape[-1], taps=taps, arch=ctx.config.arch)
+        layer.to(device=dense.device)
+        name = ctx.free_name(name)
+        layer.layer_name = name
+        with torch.no_grad():
+            x = torch.randn(tuple(source.meta["tensor_meta"].shape), dtype=dense.dtype, device=dense.device)
+            ref = dense @ (x @ weight.detach() if weight is not None else x)
+            err = float((layer(x) - ref).abs().max() / ref.abs().max())
+        new = ctx.replace_with_module(node, name, layer, (source,))
+        if weight is not None:
+            gm.graph.erase_node(h)
+        op = "graph conv A(hW)" if weight is not None else "graph propagation A h"
+        ctx.records.append(LayerRecord(name, op, "relaxed", tuple(source.meta["tensor_meta"].shape), tuple(output_shape(new) or ()), f"nodes={dense.shape[0]} {ctx.config.arch}", err))
