@@ -1,6 +1,7 @@
 """xdfx: turn a PyTorch CNN into a search space of XD-operations, and back."""
 
 from .errors import XdfxError, XdfxInputError, XdfxShapeError, XdfxTraceError, XdfxUnsupportedError
+from .harden import harden
 from .ops import XDConv
 from .params import arch_parameters, model_parameters
 from .relax import relax
@@ -13,6 +14,7 @@ __all__ = [
     "XdfxTraceError",
     "XdfxUnsupportedError",
     "arch_parameters",
+    "harden",
     "model_parameters",
     "relax",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -52,22 +52,15 @@ class Report:
         return [r for r in self.records if r.status == "skipped"]
 
     def table(self):
-        """A ``rich.table.Table`` of the records."""
+        """A ``rich.table.Table`` with one row per record and one column per record field."""
         from rich.table import Table
 
         table = Table(title=self.title)
-        for col in ("layer", "op", "status", "input", "output", "detail", "rel. error"):
-            table.add_column(col, justify="right" if col == "rel. error" else "left")
+        columns = [f.name for f in fields(self.records[0])] if self.records else ["name"]
+        for col in columns:
+            table.add_column(col.replace("_", " "))
         for r in self.records:
-            table.add_row(
-                r.name,
-                r.op,
-                r.status,
-                "x".join(map(str, r.input_shape)) if r.input_shape else "",
-                "x".join(map(str, r.output_shape)) if r.output_shape else "",
-                r.detail,
-                "" if r.error is None else f"{r.error:.1e}",
-            )
+            table.add_row(*(_cell(getattr(r, c)) for c in columns))
         return table
 
     def __str__(self) -> str:
@@ -84,3 +77,13 @@ class _Null:
 
     def flush(self) -> None:
         pass
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return "x".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:.1e}" if value < 1e4 else f"{value:.3g}"
+    return str(value)

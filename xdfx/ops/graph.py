@@ -61,6 +61,7 @@ class XDGraphConv(nn.Module):
         if a64.dim() != 2 or a64.shape[0] != a64.shape[1] or not torch.allclose(a64, a64.T, atol=1e-10):
             raise ValueError("the propagation matrix must be square and symmetric")
         lam, u = torch.linalg.eigh(a64)
+        self.register_buffer("propagation", a.detach().clone())
         dtype, device = a.dtype if a.is_floating_point() else torch.float32, a.device
         self.nodes = a.shape[0]
         self.layer_name = ""

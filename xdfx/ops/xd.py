@@ -116,6 +116,7 @@ class XDConv(nn.Module):
         self.arch = arch
         self.external_weight = external_weight
         self.layer_name = ""
+        self.origin: dict | None = None  # what relax built it from (harden prefers that form on ties)
         kw = {"device": device, "dtype": dtype}
         shape = (out_channels, in_channels // groups, *(g.kernel_buffer for g in self.geometry))
         if external_weight:
@@ -253,6 +254,10 @@ class XDConv(nn.Module):
     def forward(
         self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
+        return self.apply_spectrum(x, self.kernel_fft(weight), self.bias if bias is None else bias)
+
+    def apply_spectrum(self, x: torch.Tensor, wf: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``Real(K diag(conj wf) M x) + bias`` for a kernel spectrum ``wf`` from :meth:`kernel_fft`."""
         self._check_input(x)
         geo = self.geometry
         dims = tuple(range(2, 2 + self.spatial_dims))
@@ -265,7 +270,7 @@ class XDConv(nn.Module):
             x = F.pad(x, [p for g, s in zip(reversed(geo), reversed(sizes)) for p in (0, g.n - s)])
             for i, q in enumerate(self.M):
                 x = q(x, 2 + i)
-        y = self._mix(rfftn(x, ns, dims), self.kernel_fft(weight))
+        y = self._mix(rfftn(x, ns, dims), wf)
         y = torch.fft.irfftn(y, s=ns, dim=dims)
         for i, q in enumerate(self.K):
             y = q(y, 2 + i)
@@ -280,9 +285,8 @@ class XDConv(nn.Module):
                     f"{tuple(self.out_scale.shape)}, got {tuple(y.shape[2:])}; relax with inputs of this size"
                 )
             y = y * self.out_scale
-        b = self.bias if bias is None else bias
-        if b is not None:
-            y = y + b.reshape(-1, *([1] * self.spatial_dims))
+        if bias is not None:
+            y = y + bias.reshape(-1, *([1] * self.spatial_dims))
         return y
 
     def extra_repr(self) -> str:

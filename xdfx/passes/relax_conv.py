@@ -110,6 +110,10 @@ def relax_conv_functions(ctx: RelaxContext) -> None:
         )
         name = ctx.free_name(f"xd_{node.name}")
         xd.layer_name = name
+        xd.origin = {
+            "kind": "conv_function", "function": node.target, "stride": a["stride"], "padding": a["padding"],
+            "dilation": a["dilation"], "groups": a["groups"],
+        }
         args = (a["input"], a["weight"]) + ((a["bias"],) if a["bias"] is not None else ())
         new = ctx.replace_with_module(node, name, xd, args)
         ctx.records.append(LayerRecord(name, op, "relaxed", x_shape, _tuple(output_shape(new)), describe(xd)))

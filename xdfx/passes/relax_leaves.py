@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from torch import nn
 
 from ..errors import XdfxUnsupportedError
@@ -48,6 +50,7 @@ def relax_inside_leaves(ctx: RelaxContext) -> None:
                 xd = pool_to_xd(module, shapes[0], kernel, stride, padding, arch=ctx.config.arch,
                                 max_kernel_size=ctx.config.max_kernel_size, dtype=shapes_dtype(gm), device=ctx.device)
                 xd.layer_name = name
+                xd.origin = {"kind": "pool", "module": copy.deepcopy(module)}
         except XdfxUnsupportedError as err:
             ctx.records.append(LayerRecord(name, op, "skipped", tuple(shapes[0]), detail=str(err)))
             continue

@@ -7,6 +7,7 @@ own pooling of a ones tensor, so the border rules are PyTorch's by construction.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from typing import Callable, Sequence
@@ -148,6 +149,7 @@ def relax_pools(ctx) -> None:
         except XdfxUnsupportedError as err:
             ctx.records.append(LayerRecord(name, op, "skipped", shape, detail=str(err)))
             continue
+        xd.origin = {"kind": "pool", "module": copy.deepcopy(module) if is_module else _pool_module(node.target, node, shape)}
         target = name if is_module and not ctx.used_names.get(name) else ctx.free_name(f"xd_{name.replace('.', '_')}")
         ctx.used_names[name] = True
         xd.layer_name = target
@@ -167,3 +169,18 @@ def record_max_pools(ctx) -> None:
             name = node.target if module is not None else node.name
             op = type(module).__name__ if module is not None else node.target.__name__
             ctx.records.append(LayerRecord(name, op, "skipped", tuple(input_shape(node)), detail="max pooling is not linear: kept"))
+
+
+def _pool_module(fn, node, shape) -> nn.Module:
+    """The ``nn`` module equivalent to a functional average-pool call."""
+    if fn in AVG_POOL_FUNCTIONS:
+        a = inspect.signature(_pool_signature).bind(*node.args, **node.kwargs)
+        a.apply_defaults()
+        a = dict(a.arguments)
+        a.pop("input")
+        d = AVG_POOL_FUNCTIONS[fn]
+        if d == 1:
+            a.pop("divisor_override")
+        return [nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d][d - 1](**a)
+    a = inspect.signature(_adaptive_signature).bind(*node.args, **node.kwargs).arguments
+    return [nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d][ADAPTIVE_FUNCTIONS[fn] - 1](a["output_size"])

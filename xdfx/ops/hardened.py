@@ -1,0 +1,315 @@
+"""Operators that hardened XD layers become: standard, real-valued, traceable, exportable.
+
+* :class:`Zero` - the layer learned to output nothing (but its bias).
+* :func:`make_conv` - an ``nn.Conv*d`` (with an explicit :class:`Pad` where the recovered padding
+  is asymmetric or negative).
+* :class:`SpectralConv` - FNO-style: a diagonal over truncated Fourier modes. ``method="matmul"``
+  writes the truncated DFT as real matmuls with precomputed cos/sin bases, with the output
+  crop/stride folded into the inverse basis; ``method="fft"`` uses real FFTs.
+* :class:`FrozenXD` - anything else: the XD layer with ``L w`` computed once.
+* :class:`PadTo`, :class:`Gather` - zero-extension and index permutations (learned
+  permutations of K or M).
+* :class:`GraphPolynomial`, :class:`FrozenGraphConv` - graph convolutions.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .geometry import AxisGeometry
+from .xd import XDConv
+
+CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+class Zero(nn.Module):
+    """Outputs zeros (plus the bias) of the shape the replaced layer produced."""
+
+    def __init__(self, out_channels: int, geometry: Sequence[AxisGeometry], bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.geometry = tuple(geometry)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sizes = [g.out_size(x.shape[2 + i]) for i, g in enumerate(self.geometry)]
+        y = x.new_zeros(x.shape[0], self.out_channels, *sizes)
+        return y if self.bias is None else y + self.bias.reshape(-1, *([1] * len(sizes)))
+
+
+class Pad(nn.Module):
+    """``F.pad`` with per-axis ``(left, right)`` pads (negative pads crop), first axis first."""
+
+    def __init__(self, pads: Sequence[tuple[int, int]], mode: str) -> None:
+        super().__init__()
+        self.pads = [p for lr in reversed(pads) for p in lr]
+        self.mode = "constant" if mode == "zeros" else mode
+
+    def extra_repr(self) -> str:
+        return f"pads={self.pads}, mode={self.mode}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, self.pads, mode=self.mode)
+
+
+def make_conv(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    pads: Sequence[tuple[int, int]],
+    mode: str,
+) -> nn.Module:
+    """An ``nn.Conv*d`` computing ``conv(pad(x, pads, mode), weight)``; an explicit :class:`Pad`
+    goes in front only where ``nn.Conv*d`` cannot express the padding (asymmetric, negative)."""
+    d = weight.dim() - 2
+    symmetric = all(left == right and left >= 0 for left, right in pads)
+    if mode != "zeros" and any(left < 0 or right < 0 for left, right in pads):
+        symmetric = False
+    conv = CONVS[d](
+        weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=tuple(stride),
+        padding=tuple(p[0] for p in pads) if symmetric else 0, dilation=tuple(dilation), groups=groups,
+        bias=bias is not None, padding_mode=mode if symmetric else "zeros", device=weight.device, dtype=weight.dtype,
+    )
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    if symmetric:
+        return conv
+    if mode != "zeros" and any(left < 0 or right < 0 for left, right in pads):
+        pos = [(max(left, 0), max(right, 0)) for left, right in pads]
+        neg = [(min(left, 0), min(right, 0)) for left, right in pads]
+        return nn.Sequential(Pad(pos, mode), Pad(neg, "zeros"), conv)
+    return nn.Sequential(Pad(pads, mode), conv)
+
+
+def kept_frequencies(n: int, modes: int, last: bool) -> torch.Tensor:
+    """Indices of the kept Fourier modes of an axis: ``0..m-1`` on the last (real-FFT) axis,
+    ``0..m-1`` and ``n-m..n-1`` elsewhere."""
+    if last:
+        return torch.arange(min(modes, n // 2 + 1))
+    if 2 * modes >= n:
+        return torch.arange(n)
+    return torch.cat([torch.arange(modes), torch.arange(n - modes, n)])
+
+
+class SpectralConv(nn.Module):
+    """``y = crop(irfft(G * rfft(x)))`` with ``G`` nonzero on low modes only (an FNO layer).
+
+    Parameters
+    ----------
+    spectrum : Tensor
+        Complex diagonal ``G``, ``(C_out, C_in/groups, *n[:-1], n[-1]//2+1)`` (the full one-sided
+        spectrum of the XD layer); only ``modes`` of it are kept.
+    modes : sequence of int
+        Modes kept per axis (see :func:`kept_frequencies`).
+    geometry : sequence of AxisGeometry
+        Padding, transform length and output positions, as in the XD layer.
+    method : {"matmul", "fft"}
+        Real cos/sin matmuls (exportable; cheap for few modes) or real FFTs.
+    """
+
+    def __init__(self, spectrum: torch.Tensor, modes: Sequence[int], geometry: Sequence[AxisGeometry], *,
+                 groups: int = 1, bias: torch.Tensor | None = None, method: str = "matmul") -> None:
+        super().__init__()
+        self.geometry = tuple(geometry)
+        self.groups, self.method = groups, method
+        d = len(self.geometry)
+        self.modes = tuple(int(m) for m in modes)
+        g = spectrum
+        for i, geo in enumerate(self.geometry):
+            g = g.index_select(2 + i, kept_frequencies(geo.n, self.modes[i], i == d - 1).to(g.device))
+        self.kept_shape = tuple(g.shape[2:])
+        real = torch.view_as_real(g.resolve_conj()).to(torch.float32 if g.dtype == torch.complex64 else torch.float64)
+        self.weight = nn.Parameter(real.contiguous())  # (C_out, C_in/g, *kept, 2)
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        self.out_channels, self.in_channels = g.shape[0], g.shape[1] * groups
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, modes={self.modes}, n={[g.n for g in self.geometry]}, "
+                f"method={self.method}, mode={self.geometry[0].mode}")
+
+    # -------------------------------------------------------------- shared pieces
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        geo = self.geometry
+        if any(g.prepad for g in geo):
+            x = F.pad(x, [p for g in reversed(geo) for p in (g.pad if g.prepad else (0, 0))], mode=geo[0].mode)
+        return x
+
+    def _mix(self, yr: torch.Tensor, yi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, g = yr.shape[0], self.groups
+        shape = yr.shape[2:]
+        yr = yr.reshape(b, g, -1, *shape)
+        yi = yi.reshape(b, g, -1, *shape)
+        w = self.weight.reshape(g, self.out_channels // g, self.in_channels // g, *self.weight.shape[2:])
+        wr, wi = w[..., 0], w[..., 1]
+        zr = torch.einsum("bgi...,goi...->bgo...", yr, wr) - torch.einsum("bgi...,goi...->bgo...", yi, wi)
+        zi = torch.einsum("bgi...,goi...->bgo...", yi, wr) + torch.einsum("bgi...,goi...->bgo...", yr, wi)
+        return zr.reshape(b, self.out_channels, *shape), zi.reshape(b, self.out_channels, *shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._forward_matmul(x) if self.method == "matmul" else self._forward_fft(x)
+        return y if self.bias is None else y + self.bias.reshape(-1, *([1] * len(self.geometry)))
+
+    # -------------------------------------------------------------- FFT path
+    def _forward_fft(self, x: torch.Tensor) -> torch.Tensor:
+        geo, d = self.geometry, len(self.geometry)
+        x = self._prepare(x)
+        sizes = x.shape[2:]
+        dims = tuple(range(2, 2 + d))
+        ns = [g.n for g in geo]
+        xf = torch.fft.rfftn(x, s=ns, dim=dims)
+        keep = [kept_frequencies(g.n, self.modes[i], i == d - 1).to(x.device) for i, g in enumerate(geo)]
+        for i, k in enumerate(keep):
+            xf = xf.index_select(2 + i, k)
+        zr, zi = self._mix(xf.real, xf.imag)
+        z = torch.complex(zr, zi)
+        for i in reversed(range(d)):
+            full = list(z.shape)
+            full[2 + i] = ns[i] // 2 + 1 if i == d - 1 else ns[i]
+            z = z.new_zeros(full).index_copy(2 + i, keep[i], z)
+        y = torch.fft.irfftn(z, s=ns, dim=dims)
+        for i, g in enumerate(geo):
+            idx = g.out_index(sizes[i] - (sum(g.pad) if g.prepad else 0), y.device)
+            y = y[(slice(None),) * (2 + i) + (idx,)] if isinstance(idx, slice) else y.index_select(2 + i, idx)
+        return y
+
+    # -------------------------------------------------------------- matmul path
+    def _bases(self, sizes: Sequence[int], device, dtype):
+        """Per axis: forward (cos, sin) over input positions, inverse (cos, sin) over outputs."""
+        key = (tuple(sizes), device, dtype)
+        cache = self.__dict__.setdefault("_basis_cache", {})
+        if key in cache:
+            return cache[key]
+        d, out = len(self.geometry), []
+        for i, g in enumerate(self.geometry):
+            k = kept_frequencies(g.n, self.modes[i], i == d - 1).to(torch.float64)
+            pos_in = torch.arange(sizes[i], dtype=torch.float64)
+            orig = sizes[i] - (sum(g.pad) if g.prepad else 0)
+            idx = g.out_index(orig, torch.device("cpu"))
+            pos_out = torch.arange(g.n)[idx].to(torch.float64) if isinstance(idx, slice) else idx.to(torch.float64)
+            ang_in = 2 * math.pi * k[:, None] * pos_in[None, :] / g.n  # (K, N_in)
+            ang_out = 2 * math.pi * pos_out[:, None] * k[None, :] / g.n  # (T, K)
+            scale = torch.full_like(k, 1.0 / g.n)
+            if i == d - 1:  # one-sided: interior bins stand for a conjugate pair
+                scale = torch.where((k == 0) | (2 * k == g.n), scale, 2 * scale)
+            bases = (ang_in.cos(), ang_in.sin(), ang_out.cos() * scale, ang_out.sin() * scale)
+            out.append(tuple(b.to(device=device, dtype=dtype) for b in bases))
+        cache[key] = out
+        return out
+
+    def _forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        d = len(self.geometry)
+        x = self._prepare(x)
+        bases = self._bases(x.shape[2:], x.device, x.dtype)
+        last = 2 + d - 1
+        cf, sf, _, _ = bases[-1]
+        yr, yi = along(cf, x, last), -along(sf, x, last)
+        for i in range(d - 1):
+            c, s, _, _ = bases[i]
+            yr, yi = along(c, yr, 2 + i) + along(s, yi, 2 + i), along(c, yi, 2 + i) - along(s, yr, 2 + i)
+        zr, zi = self._mix(yr, yi)
+        for i in range(d - 1):
+            _, _, c, s = bases[i]
+            zr, zi = along(c, zr, 2 + i) - along(s, zi, 2 + i), along(c, zi, 2 + i) + along(s, zr, 2 + i)
+        _, _, c, s = bases[-1]
+        return along(c, zr, last) - along(s, zi, last)
+
+
+def along(matrix: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``matrix @ x`` along axis ``dim`` of ``x`` (``matrix`` is ``(out, in)``)."""
+    if dim == x.dim() - 1:
+        return torch.matmul(x, matrix.T)
+    before, after = math.prod(x.shape[:dim]), math.prod(x.shape[dim + 1:])
+    y = torch.matmul(matrix, x.reshape(before, x.shape[dim], after))
+    return y.reshape(*x.shape[:dim], matrix.shape[0], *x.shape[dim + 1:])
+
+
+class FrozenXD(nn.Module):
+    """An XD layer with every transform frozen and ``L w`` computed once (no per-call L)."""
+
+    def __init__(self, xd: XDConv, weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        frozen = copy.deepcopy(xd)
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            wf = xd.kernel_fft(weight)
+        frozen.weight = frozen.growth = None
+        frozen.L = nn.ModuleList()
+        self.xd = frozen
+        self.register_buffer("spectrum", torch.view_as_real(wf.resolve_conj()).contiguous())
+        self.bias = nn.Parameter(xd.bias.detach().clone()) if xd.bias is not None else None
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        b = self.bias if bias is None else bias
+        return self.xd.apply_spectrum(x, torch.view_as_complex(self.spectrum), b)
+
+
+class PadTo(nn.Module):
+    """Zero-extend the spatial axes to ``sizes``."""
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        super().__init__()
+        self.sizes = tuple(sizes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = [p for n, s in zip(reversed(self.sizes), reversed(x.shape[2:])) for p in (0, n - s)]
+        return F.pad(x, pads)
+
+
+class Gather(nn.Module):
+    """``x.index_select(dim, index)``: a permutation (or selection) along one axis."""
+
+    def __init__(self, index: torch.Tensor, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("index", index.detach().clone().long())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(self.dim, self.index)
+
+
+class GraphPolynomial(nn.Module):
+    """``y = sum_j A^j h W_j + b``: a polynomial graph filter on a fixed graph (GCN: ``j = 1``)."""
+
+    def __init__(self, propagation: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("adj", propagation.detach().clone())
+        self.weight = nn.Parameter(weights.detach().clone())  # (taps, C_in, C_out)
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        y = None
+        power = h
+        for j in range(self.weight.shape[0]):
+            if j:
+                power = torch.matmul(self.adj, power)
+            term = torch.matmul(power, self.weight[j])
+            y = term if y is None else y + term
+        return y if self.bias is None else y + self.bias
+
+
+class FrozenGraphConv(nn.Module):
+    """``y = K (S * (M h)) + b`` with the transforms and the spectral filter ``S`` frozen."""
+
+    def __init__(self, k: torch.Tensor, m: torch.Tensor, spectrum: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("k", k.detach().clone())
+        self.register_buffer("m", m.detach().clone())
+        self.register_buffer("spectrum", spectrum.detach().clone())  # (C_out, C_in, N)
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        y = torch.einsum("...ni,oin->...no", torch.matmul(self.m, h), self.spectrum)
+        y = torch.matmul(self.k, y)
+        return y if self.bias is None else y + self.bias
