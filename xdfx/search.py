@@ -1,0 +1,268 @@
+"""Searching a relaxed model: weights and architecture trained together, on every batch.
+
+As in the XD paper: the model weights use the backbone's usual optimizer, the architecture
+parameters (the structured K, L, M factors) their own (Adam by default) with their own learning
+rate; both step on every batch with the same loss; optional warm-up epochs keep the architecture
+frozen; the architecture learning rate follows the model's schedule.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from .errors import XdfxError, XdfxInputError
+from .params import arch_parameters, model_parameters
+
+OptimizerFactory = Callable[[list], torch.optim.Optimizer]
+
+
+@dataclass
+class SearchOptimizers:
+    """The pair of optimizers of a search, stepped together.
+
+    ``arch_lr`` is the architecture learning rate at the model's initial learning rate; it is 0
+    during ``warmup_epochs`` and then scales with the model optimizer's learning rate (so a
+    cosine or step schedule on the model optimizer drives both).
+    """
+
+    model: torch.optim.Optimizer
+    arch: torch.optim.Optimizer | None
+    arch_lr: float
+    warmup_epochs: int = 0
+    _base_lr: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._base_lr = self.model.param_groups[0]["lr"]
+        self.set_epoch(0)
+
+    def zero_grad(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+        if self.arch is not None:
+            self.arch.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        self.model.step()
+        if self.arch is not None and self.current_arch_lr > 0:
+            self.arch.step()
+
+    @property
+    def current_arch_lr(self) -> float:
+        return 0.0 if self.arch is None else self.arch.param_groups[0]["lr"]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the architecture learning rate for ``epoch`` (call after the model's scheduler)."""
+        if self.arch is None:
+            return
+        ratio = self.model.param_groups[0]["lr"] / self._base_lr if self._base_lr else 1.0
+        lr = 0.0 if epoch < self.warmup_epochs else self.arch_lr * ratio
+        for group in self.arch.param_groups:
+            group["lr"] = lr
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "arch": None if self.arch is None else self.arch.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.arch is not None and state.get("arch") is not None:
+            self.arch.load_state_dict(state["arch"])
+
+
+def optimizers(
+    model: nn.Module,
+    model_optimizer: OptimizerFactory | None = None,
+    *,
+    arch_optimizer: OptimizerFactory | None = None,
+    arch_lr: float = 1e-3,
+    warmup_epochs: int = 0,
+) -> SearchOptimizers:
+    """Build the optimizer pair. Architecture parameters are never given to the model optimizer.
+
+    ``model_optimizer`` / ``arch_optimizer`` map a parameter list to an optimizer, e.g.
+    ``lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)``; defaults: Adam(lr=1e-3) for the
+    weights and Adam(lr=arch_lr) for the architecture.
+    """
+    weights, arch = model_parameters(model), arch_parameters(model)
+    make_model = model_optimizer or (lambda p: torch.optim.Adam(p, lr=1e-3))
+    make_arch = arch_optimizer or (lambda p: torch.optim.Adam(p, lr=arch_lr))
+    return SearchOptimizers(make_model(weights), make_arch(arch) if arch else None, arch_lr, warmup_epochs)
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, opt: SearchOptimizers | None = None,
+                    *, epoch: int = 0, history: dict | None = None) -> None:
+    """Write model, optimizers, epoch and history atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": "xdfx-checkpoint-1", "model": model.state_dict(), "epoch": epoch,
+               "optimizers": None if opt is None else opt.state_dict(), "history": history or {}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module, opt: SearchOptimizers | None = None) -> dict:
+    """Load a checkpoint into a freshly relaxed ``model`` (``weights_only=True``); returns
+    ``{"epoch", "history"}``. A corrupt or foreign file raises an ``XdfxError`` and changes nothing."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise XdfxError(f"checkpoint {str(path)!r} cannot be read ({type(err).__name__}: {err}); it is "
+                        "corrupt or not an xdfx checkpoint") from err
+    if not isinstance(payload, dict) or payload.get("format") != "xdfx-checkpoint-1":
+        raise XdfxError(f"{str(path)!r} is not an xdfx checkpoint (no 'format' marker)")
+    state = payload["model"]
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    bad = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or bad:
+        raise XdfxError(
+            f"checkpoint {str(path)!r} does not fit this model: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, shape mismatch {bad[:3]}. Relax the same model with example inputs "
+            "of the same size as when it was saved."
+        )
+    model.load_state_dict(state)
+    if opt is not None and payload.get("optimizers") is not None:
+        opt.load_state_dict(payload["optimizers"])
+    return {"epoch": int(payload["epoch"]), "history": payload.get("history", {})}
+
+
+# ------------------------------------------------------------------------------------ trainer
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(b, device) for b in batch)
+    return batch
+
+
+def evaluate(model: nn.Module, loader: Iterable, metric: Callable[[torch.Tensor, torch.Tensor], float],
+             device: torch.device | None = None) -> float:
+    """Mean of ``metric(model(x), y)`` over ``loader`` (weighted by batch size), in eval mode."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = _to(x, device), _to(y, device)
+            n = len(y)
+            total += float(metric(model(x), y)) * n
+            count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def search(
+    model: nn.Module,
+    train_loader: Iterable,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    epochs: int,
+    *,
+    val_loader: Iterable | None = None,
+    metric: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
+    metric_name: str = "val loss",
+    opt: SearchOptimizers | None = None,
+    schedule: str | None = "cosine",
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    grad_clip: float | None = None,
+) -> nn.Module:
+    """Train weights and architecture together; returns ``model`` with ``xdfx_history`` attached.
+
+    ``schedule``: ``"cosine"`` (per epoch, on the model optimizer; the architecture follows) or
+    None. ``checkpoint``: written after every epoch; with ``resume=True`` training continues
+    from it. A non-finite loss or architecture parameter stops training with an ``XdfxError``
+    naming the epoch, the step and what to change.
+    """
+    if epochs < 1:
+        raise XdfxInputError(f"epochs must be >= 1, got {epochs}")
+    device = next(model.parameters()).device
+    opt = opt or optimizers(model)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt.model, T_max=epochs) if schedule == "cosine" else None
+    metric = metric or (lambda p, t: loss_fn(p, t))
+    history: dict = {"epoch": [], "train_loss": [], "val_metric": [], "model_lr": [], "arch_lr": [],
+                     "seconds": [], "metric_name": metric_name}
+    start = 0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint, model, opt)
+        start, history = state["epoch"], state["history"] or history
+        if scheduler is not None:
+            for _ in range(start):
+                scheduler.step()
+    flush = device.type == "cpu"
+    previous_flush = torch.get_flush_denormal() if hasattr(torch, "get_flush_denormal") else False
+    if flush:  # late in training, denormal spectra make CPU steps crawl (10x and more)
+        torch.set_flush_denormal(True)
+    try:
+        for epoch in range(start, epochs):
+            opt.set_epoch(epoch)
+            began = time.perf_counter()
+            model.train()
+            total, count = 0.0, 0
+            batches = train_loader
+            if progress:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
+            for step, (x, y) in enumerate(batches):
+                x, y = _to(x, device), _to(y, device)
+                opt.zero_grad()
+                loss = loss_fn(model(x), y)
+                if not torch.isfinite(loss):
+                    raise XdfxError(
+                        f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; lower the "
+                        f"architecture learning rate (now {opt.current_arch_lr:g}) or the model's, or add "
+                        "warm-up epochs (warmup_epochs=...)"
+                    )
+                loss.backward()
+                if grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                opt.step()
+                total += float(loss.detach()) * len(y)
+                count += len(y)
+            _check_arch_finite(model, epoch)
+            history["epoch"].append(epoch + 1)
+            history["train_loss"].append(total / max(count, 1))
+            history["val_metric"].append(evaluate(model, val_loader, metric, device) if val_loader is not None else math.nan)
+            history["model_lr"].append(opt.model.param_groups[0]["lr"])
+            history["arch_lr"].append(opt.current_arch_lr)
+            history["seconds"].append(time.perf_counter() - began)
+            if progress:
+                from tqdm.auto import tqdm
+
+                tqdm.write(f"epoch {epoch + 1}: train {history['train_loss'][-1]:.4g}, {metric_name} "
+                           f"{history['val_metric'][-1]:.4g}, {history['seconds'][-1]:.1f} s")
+            if scheduler is not None:
+                scheduler.step()
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, model, opt, epoch=epoch + 1, history=history)
+    finally:
+        if flush:
+            torch.set_flush_denormal(previous_flush)
+    model.xdfx_history = history
+    return model
+
+
+def _check_arch_finite(model: nn.Module, epoch: int) -> None:
+    names = {id(p): n for n, p in model.named_parameters()}
+    for p in arch_parameters(model):
+        if not torch.isfinite(p).all():
+            raise XdfxError(
+                f"architecture parameter {names.get(id(p), '?')!r} became NaN/inf in epoch {epoch + 1}; lower "
+                "the architecture learning rate or add warm-up epochs"
+            )
