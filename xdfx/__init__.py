@@ -5,6 +5,7 @@ from .harden import harden
 from .ops import XDConv
 from .params import arch_parameters, model_parameters
 from .relax import relax
+from .search import evaluate, load_checkpoint, optimizers, save_checkpoint, search
 
 __all__ = [
     "XDConv",
@@ -14,6 +15,11 @@ __all__ = [
     "XdfxTraceError",
     "XdfxUnsupportedError",
     "arch_parameters",
+    "evaluate",
+    "load_checkpoint",
+    "optimizers",
+    "save_checkpoint",
+    "search",
     "harden",
     "model_parameters",
     "relax",

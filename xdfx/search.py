@@ -76,6 +76,26 @@ class SearchOptimizers:
             self.arch.load_state_dict(state["arch"])
 
 
+def kernel_lr_scales(model: nn.Module) -> dict[int, float]:
+    """``id(kernel parameter) -> conv taps / kernel-buffer taps`` for every XD layer.
+
+    An adaptive optimizer moves every coordinate by about its learning rate, so a kernel grown
+    from k to n taps would change the operator n/k times faster per step than the conv it came
+    from (and diverge at the conv's learning rate); scaling its rate by k/n keeps the per-step
+    change of the operator where it was, while the new taps still grow.
+    """
+    from .ops import XDConv
+
+    scales = {}
+    for m in model.modules():
+        if isinstance(m, XDConv):
+            k = math.prod(g.kernel for g in m.geometry)
+            buf = math.prod(g.kernel_buffer for g in m.geometry)
+            p = m.growth if m.external_weight else m.weight
+            scales[id(p)] = k / buf
+    return scales
+
+
 def optimizers(
     model: nn.Module,
     model_optimizer: OptimizerFactory | None = None,
@@ -83,17 +103,28 @@ def optimizers(
     arch_optimizer: OptimizerFactory | None = None,
     arch_lr: float = 1e-3,
     warmup_epochs: int = 0,
+    scale_kernel_lr: bool = True,
 ) -> SearchOptimizers:
     """Build the optimizer pair. Architecture parameters are never given to the model optimizer.
 
-    ``model_optimizer`` / ``arch_optimizer`` map a parameter list to an optimizer, e.g.
-    ``lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)``; defaults: Adam(lr=1e-3) for the
-    weights and Adam(lr=arch_lr) for the architecture.
+    ``model_optimizer`` / ``arch_optimizer`` map parameters (a list, or a list of parameter-group
+    dicts) to an optimizer, e.g. ``lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)``;
+    defaults: Adam(lr=1e-3) for the weights and Adam(lr=arch_lr) for the architecture. With
+    ``scale_kernel_lr`` each XD kernel gets its own group at ``lr * k / n``
+    (see :func:`kernel_lr_scales`).
     """
     weights, arch = model_parameters(model), arch_parameters(model)
     make_model = model_optimizer or (lambda p: torch.optim.Adam(p, lr=1e-3))
     make_arch = arch_optimizer or (lambda p: torch.optim.Adam(p, lr=arch_lr))
-    return SearchOptimizers(make_model(weights), make_arch(arch) if arch else None, arch_lr, warmup_epochs)
+    scales = kernel_lr_scales(model) if scale_kernel_lr else {}
+    plain = [p for p in weights if id(p) not in scales]
+    groups = ([{"params": plain}] if plain else []) + [
+        {"params": [p], "lr_scale": scales[id(p)]} for p in weights if id(p) in scales
+    ]
+    model_opt = make_model(groups)
+    for group in model_opt.param_groups:
+        group["lr"] *= group.get("lr_scale", 1.0)
+    return SearchOptimizers(model_opt, make_arch(arch) if arch else None, arch_lr, warmup_epochs)
 
 
 # ------------------------------------------------------------------------------------ checkpoints

@@ -1,0 +1,231 @@
+"""Backbone vs its XD relaxation vs a reference, same budget and seeds, on the project's tasks.
+
+    python benchmarks/search_results.py --tasks burgers,digits [--epochs 100] [--ntrain 1000]
+
+Writes benchmarks/results/search_results.{json,md} (one row per task) and, for Burgers, the
+searched model's harden report and a training-curve figure under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import xdfx  # noqa: E402
+from benchmarks.timing import machine  # noqa: E402
+from xdfx.search import optimizers, search  # noqa: E402
+from xdfx.tasks import burgers, permuted_digits  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+# ----------------------------------------------------------------------------- models
+class FNOShapedCNN(nn.Module):
+    """The FNO architecture with its spectral convolutions replaced by 5-tap circular convs."""
+
+    def __init__(self, width: int = 64, layers: int = 4, kernel: int = 5, in_channels: int = 2) -> None:
+        super().__init__()
+        self.lift = nn.Conv1d(in_channels, width, 1)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(width, width, kernel, padding=kernel // 2, padding_mode="circular") for _ in range(layers)
+        )
+        self.points = nn.ModuleList(nn.Conv1d(width, width, 1) for _ in range(layers))
+        self.proj1 = nn.Conv1d(width, 128, 1)
+        self.proj2 = nn.Conv1d(128, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lift(x)
+        for i, (conv, point) in enumerate(zip(self.convs, self.points)):
+            h = conv(h) + point(h)
+            if i < len(self.convs) - 1:
+                h = F.gelu(h)
+        return self.proj2(F.gelu(self.proj1(h)))
+
+
+class SpectralConv1d(nn.Module):
+    """FNO's spectral convolution (Li et al. 2021): a learned diagonal on the lowest modes."""
+
+    def __init__(self, width: int, modes: int) -> None:
+        super().__init__()
+        self.modes = modes
+        scale = 1.0 / (width * width)
+        self.weight = nn.Parameter(scale * torch.randn(width, width, modes, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = torch.fft.rfft(x)
+        w = torch.view_as_complex(self.weight)
+        out = torch.einsum("bim,iom->bom", xf[..., : self.modes], w)
+        out = torch.cat([out, out.new_zeros(*out.shape[:2], xf.shape[-1] - self.modes)], -1)
+        return torch.fft.irfft(out, n=x.shape[-1])
+
+
+class FNO1d(nn.Module):
+    """The reference: FNO with 16 modes, width 64, 4 layers."""
+
+    def __init__(self, width: int = 64, modes: int = 16, layers: int = 4, in_channels: int = 2) -> None:
+        super().__init__()
+        self.lift = nn.Conv1d(in_channels, width, 1)
+        self.spectral = nn.ModuleList(SpectralConv1d(width, modes) for _ in range(layers))
+        self.points = nn.ModuleList(nn.Conv1d(width, width, 1) for _ in range(layers))
+        self.proj1 = nn.Conv1d(width, 128, 1)
+        self.proj2 = nn.Conv1d(128, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lift(x)
+        for i, (spec, point) in enumerate(zip(self.spectral, self.points)):
+            h = spec(h) + point(h)
+            if i < len(self.spectral) - 1:
+                h = F.gelu(h)
+        return self.proj2(F.gelu(self.proj1(h)))
+
+
+class DigitsCNN(nn.Module):
+    """A small CNN for 8x8 digits: three 3x3 convs, global average pooling, a classifier."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, width, 3, padding=1)
+        self.c2 = nn.Conv2d(width, width, 3, padding=1)
+        self.c3 = nn.Conv2d(width, width, 3, padding=1)
+        self.bn1, self.bn2, self.bn3 = nn.BatchNorm2d(width), nn.BatchNorm2d(width), nn.BatchNorm2d(width)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(self.c1(x)))
+        h = F.relu(self.bn2(self.c2(h)))
+        h = F.relu(self.bn3(self.c3(h)))
+        return self.head(self.pool(h).flatten(1))
+
+
+# ----------------------------------------------------------------------------- helpers
+def rel_l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean relative L2 error per sample (FNO's training loss)."""
+    diff = (pred - target).flatten(1).norm(dim=1)
+    return (diff / target.flatten(1).norm(dim=1)).mean()
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def pointwise(name: str, module) -> bool:
+    """1x1 convs are the pointwise path of the backbone: they stay as they are."""
+    return module is not None and all(k == 1 for k in module.kernel_size)
+
+
+def train(model, train_loader, val_loader, loss, metric, name, epochs, lr, arch_lr=None, weight_decay=1e-4):
+    opt = optimizers(model, lambda p: torch.optim.Adam(p, lr=lr, weight_decay=weight_decay), arch_lr=arch_lr or lr)
+    start = time.perf_counter()
+    search(model, train_loader, loss, epochs, val_loader=val_loader, metric=metric, metric_name=name, opt=opt, progress=False)
+    seconds = (time.perf_counter() - start) / epochs
+    return model.xdfx_history, seconds
+
+
+# ----------------------------------------------------------------------------- tasks
+def run_burgers(args) -> dict:
+    res, ntrain, ntest = args.res, args.ntrain, args.ntest
+    u0, u1 = burgers.generate(ntrain + ntest, res, seed=0)
+    grid = torch.linspace(0, 1, res + 1)[:-1].expand(len(u0), 1, res)
+    x, y = torch.cat([u0[:, None], grid], 1), u1[:, None]
+    g = torch.Generator().manual_seed(0)
+    train_loader = DataLoader(TensorDataset(x[:ntrain], y[:ntrain]), batch_size=20, shuffle=True, generator=g)
+    test_loader = DataLoader(TensorDataset(x[ntrain:], y[ntrain:]), batch_size=100)
+    metric = burgers.relative_l2
+    rows = {}
+    for label in args.models.split(","):
+        torch.manual_seed(0)
+        backbone = FNOShapedCNN()
+        if label == "cnn":
+            model, arch_lr = backbone, None
+        elif label.startswith("xd"):
+            arch = "fixed" if label == "xd-fixed" else "monarch"
+            model = xdfx.relax(backbone, x[:2], arch=arch, exclude=[pointwise])
+            arch_lr = args.arch_lr
+        else:
+            model, arch_lr = FNO1d(), None
+        hist, sec = train(model, train_loader, test_loader, rel_l2_loss, metric, "rel L2", args.epochs, args.lr, arch_lr)
+        rows[label] = {"metric": hist["val_metric"][-1], "seconds_per_epoch": sec, "history": hist,
+                       "params": sum(p.numel() for p in model.parameters())}
+        print(f"burgers {label}: rel L2 {hist['val_metric'][-1]:.4f}, {sec:.1f} s/epoch", flush=True)
+        if label.startswith("xd"):
+            torch.save(model.state_dict(), RESULTS / f"burgers_{label}.pt")
+            hard = xdfx.harden(model, tol=args.harden_tol, example_inputs=(x[ntrain:ntrain + 20],))
+            with torch.no_grad():
+                rows[label]["hardened_metric"] = float(metric(hard(x[ntrain:]), y[ntrain:]))
+            rows[label]["harden"] = [(r.name, r.form, r.detail, r.error) for r in hard.xdfx_report]
+            print(hard.xdfx_report, flush=True)
+    return rows
+
+
+def run_digits(args) -> dict:
+    data = permuted_digits.load(seed=0)
+    g = torch.Generator().manual_seed(0)
+    train_loader = DataLoader(TensorDataset(data["x_train"], data["y_train"]), batch_size=32, shuffle=True, generator=g)
+    test_loader = DataLoader(TensorDataset(data["x_test"], data["y_test"]), batch_size=256)
+    rows = {}
+    for label in ("cnn", "xd"):
+        torch.manual_seed(0)
+        model = DigitsCNN()
+        if label == "xd":
+            model = xdfx.relax(model, data["x_train"][:2])
+        hist, sec = train(model, train_loader, test_loader, F.cross_entropy, accuracy, "accuracy",
+                          args.digits_epochs, 1e-3, arch_lr=args.arch_lr)
+        rows[label] = {"metric": hist["val_metric"][-1], "best": max(hist["val_metric"]), "seconds_per_epoch": sec,
+                       "history": hist}
+        print(f"digits {label}: accuracy {hist['val_metric'][-1]:.4f}, {sec:.2f} s/epoch", flush=True)
+    return rows
+
+
+def markdown(results: dict) -> str:
+    lines = ["| task | metric | backbone (CNN) | XD | reference | s/epoch (CNN / XD / reference) |", "|---|---|---|---|---|---|"]
+    for task, rows in results.items():
+        name = "rel. L2 (lower is better)" if task == "burgers" else "accuracy"
+        xd = rows.get("xd") or rows.get("xd-fixed") or {}
+        ref = rows.get("fno", {})
+        fmt = lambda r: f"{r['metric']:.4f}" if r else "-"  # noqa: E731
+        sec = " / ".join(f"{r['seconds_per_epoch']:.1f}" if r else "-" for r in (rows.get("cnn"), xd, ref))
+        lines.append(f"| {task} | {name} | {fmt(rows.get('cnn'))} | {fmt(xd)} | {fmt(ref) if ref else 'FNO n/a'} | {sec} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="burgers,digits")
+    parser.add_argument("--models", default="cnn,xd,fno", help="Burgers models: cnn, xd (monarch), xd-fixed, fno")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--digits-epochs", type=int, default=40)
+    parser.add_argument("--ntrain", type=int, default=1000)
+    parser.add_argument("--ntest", type=int, default=200)
+    parser.add_argument("--res", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--arch-lr", type=float, default=1e-3)
+    parser.add_argument("--harden-tol", type=float, default=1e-3)
+    parser.add_argument("--out", default="search_results")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = {}
+    if "burgers" in args.tasks:
+        results["burgers"] = run_burgers(args)
+    if "digits" in args.tasks:
+        results["digits"] = run_digits(args)
+    payload = {"machine": machine(), "args": vars(args), "results": results}
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    table = markdown(results)
+    (RESULTS / f"{args.out}.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
