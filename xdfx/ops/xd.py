@@ -204,11 +204,27 @@ class XDConv(nn.Module):
             return self.embed(weight) + self.growth
         return self.weight
 
+    def _spectrum_key(self, weight: torch.Tensor | None) -> tuple:
+        tensors = [t for t in (weight, self.weight, self.growth) if t is not None] + list(self.L.parameters())
+        return tuple((id(t), t._version, t.device, t.dtype) for t in tensors)
+
     def kernel_fft(self, weight: torch.Tensor | None = None) -> torch.Tensor:
         """``F Q_L w`` laid out ``(*freq, groups, C_in/g, C_out/g)`` for the per-frequency matmul.
 
-        The diagonal ``L w`` is its complex conjugate (the kernel flip).
+        The diagonal ``L w`` is its complex conjugate (the kernel flip). When no gradient is
+        needed (inference) it is cached until a parameter changes (their version counters).
         """
+        if torch.is_grad_enabled():
+            self.__dict__.pop("_spectrum_cache", None)
+            return self._kernel_fft(weight)
+        key = self._spectrum_key(weight)
+        cached = self.__dict__.get("_spectrum_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, self._kernel_fft(weight))
+            self.__dict__["_spectrum_cache"] = cached
+        return cached[1]
+
+    def _kernel_fft(self, weight: torch.Tensor | None) -> torch.Tensor:
         w = self.kernel(weight)
         d, g = self.spatial_dims, self.groups
         for i, q in enumerate(self.L):
