@@ -68,15 +68,15 @@ class XDGraphConv(nn.Module):
         self.arch = arch
         taps = max(2, min(int(taps), self.nodes))
         if weight is None:
-            mix = torch.ones(channels, 1, dtype=torch.float64)  # (C, 1): depthwise
+            mix = torch.ones(channels, 1, dtype=torch.float64, device=a.device)  # (C, 1): depthwise
             self.depthwise = True
         else:
             mix = weight.to(torch.float64).T  # (C_out, C_in)
             self.depthwise = False
-        kernel = torch.zeros(*mix.shape, taps, dtype=torch.float64)
+        kernel = torch.zeros(*mix.shape, taps, dtype=torch.float64, device=a.device)
         kernel[..., 1] = mix
         self.weight = nn.Parameter(kernel.to(dtype=dtype, device=device))
-        vandermonde = lam[:, None] ** torch.arange(taps, dtype=torch.float64)  # (N, taps)
+        vandermonde = lam[:, None] ** torch.arange(taps, dtype=torch.float64, device=a.device)  # (N, taps)
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
         if arch == "monarch":
             self.M = LinearMap(u.T.to(dtype=dtype, device=device))

@@ -315,9 +315,10 @@ def graph_candidates(layer: XDGraphConv, probes, tol: float) -> list[Candidate]:
     plain = True
     if layer.K is not None:
         k, m = layer.K.matrix.detach().double(), layer.M.matrix.detach().double()
-        plain = torch.allclose(k @ torch.diag(lam) @ m, a.double(), atol=tol) and torch.allclose(k @ m, torch.eye(n, dtype=k.dtype), atol=tol)
+        eye = torch.eye(n, dtype=k.dtype, device=k.device)
+        plain = torch.allclose(k @ torch.diag(lam) @ m, a.double(), atol=tol) and torch.allclose(k @ m, eye, atol=tol)
         v = layer.L.matrix.detach().double()
-        plain = plain and torch.allclose(v, lam[:, None] ** torch.arange(taps, dtype=torch.float64), atol=tol)
+        plain = plain and torch.allclose(v, lam[:, None] ** torch.arange(taps, dtype=torch.float64, device=v.device), atol=tol)
     if plain:
         w = layer.weight.detach()
         if layer.depthwise:
