@@ -1,6 +1,6 @@
 """Backbone vs its XD relaxation vs a reference, same budget and seeds, on the project's tasks.
 
-    python benchmarks/search_results.py --tasks burgers,digits [--epochs 100] [--ntrain 1000]
+    python benchmarks/search_results.py --tasks burgers,darcy,digits [--epochs 100] [--ntrain 1000]
 
 Writes benchmarks/results/search_results.{json,md} (one row per task) and, for Burgers, the
 searched model's harden report and a training-curve figure under benchmarks/results/.
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import xdfx  # noqa: E402
 from benchmarks.timing import machine  # noqa: E402
 from xdfx.search import optimizers, search  # noqa: E402
-from xdfx.tasks import burgers, permuted_digits  # noqa: E402
+from xdfx.tasks import burgers, darcy, permuted_digits  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -79,6 +79,67 @@ class FNO1d(nn.Module):
         self.points = nn.ModuleList(nn.Conv1d(width, width, 1) for _ in range(layers))
         self.proj1 = nn.Conv1d(width, 128, 1)
         self.proj2 = nn.Conv1d(128, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lift(x)
+        for i, (spec, point) in enumerate(zip(self.spectral, self.points)):
+            h = spec(h) + point(h)
+            if i < len(self.spectral) - 1:
+                h = F.gelu(h)
+        return self.proj2(F.gelu(self.proj1(h)))
+
+
+class FNOShapedCNN2d(nn.Module):
+    """2-d FNO architecture with 5x5 zero-padded convs in place of the spectral convolutions."""
+
+    def __init__(self, width: int = 32, layers: int = 4, kernel: int = 5, in_channels: int = 3) -> None:
+        super().__init__()
+        self.lift = nn.Conv2d(in_channels, width, 1)
+        self.convs = nn.ModuleList(nn.Conv2d(width, width, kernel, padding=kernel // 2) for _ in range(layers))
+        self.points = nn.ModuleList(nn.Conv2d(width, width, 1) for _ in range(layers))
+        self.proj1 = nn.Conv2d(width, 128, 1)
+        self.proj2 = nn.Conv2d(128, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lift(x)
+        for i, (conv, point) in enumerate(zip(self.convs, self.points)):
+            h = conv(h) + point(h)
+            if i < len(self.convs) - 1:
+                h = F.gelu(h)
+        return self.proj2(F.gelu(self.proj1(h)))
+
+
+class SpectralConv2d(nn.Module):
+    """FNO's 2-d spectral convolution: learned diagonals on the lowest modes of both axes."""
+
+    def __init__(self, width: int, modes: int) -> None:
+        super().__init__()
+        self.modes = modes
+        scale = 1.0 / (width * width)
+        self.w1 = nn.Parameter(scale * torch.randn(width, width, modes, modes, 2))
+        self.w2 = nn.Parameter(scale * torch.randn(width, width, modes, modes, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m, (h, w) = self.modes, x.shape[-2:]
+        xf = torch.fft.rfft2(x)
+        top = torch.einsum("bixy,ioxy->boxy", xf[:, :, :m, :m], torch.view_as_complex(self.w1))
+        bottom = torch.einsum("bixy,ioxy->boxy", xf[:, :, -m:, :m], torch.view_as_complex(self.w2))
+        middle = top.new_zeros(top.shape[0], top.shape[1], h - 2 * m, m)
+        out = torch.cat([top, middle, bottom], dim=2)
+        out = torch.cat([out, out.new_zeros(*out.shape[:3], w // 2 + 1 - m)], dim=3)
+        return torch.fft.irfft2(out, s=(h, w))
+
+
+class FNO2d(nn.Module):
+    """The 2-d reference: FNO with 12 modes per axis, width 32, 4 layers."""
+
+    def __init__(self, width: int = 32, modes: int = 12, layers: int = 4, in_channels: int = 3) -> None:
+        super().__init__()
+        self.lift = nn.Conv2d(in_channels, width, 1)
+        self.spectral = nn.ModuleList(SpectralConv2d(width, modes) for _ in range(layers))
+        self.points = nn.ModuleList(nn.Conv2d(width, width, 1) for _ in range(layers))
+        self.proj1 = nn.Conv2d(width, 128, 1)
+        self.proj2 = nn.Conv2d(128, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.lift(x)
@@ -168,6 +229,33 @@ def run_burgers(args) -> dict:
     return rows
 
 
+def run_darcy(args) -> dict:
+    res, ntrain, ntest = args.darcy_res, args.darcy_ntrain, args.ntest
+    a, u = darcy.generate(ntrain + ntest, res, seed=0)
+    mean, std = a[:ntrain].mean(), a[:ntrain].std()
+    coords = torch.linspace(0, 1, res)
+    grid = torch.stack(torch.meshgrid(coords, coords, indexing="ij")).expand(len(a), 2, res, res)
+    x, y = torch.cat([((a - mean) / std)[:, None], grid], 1), u[:, None]
+    g = torch.Generator().manual_seed(0)
+    train_loader = DataLoader(TensorDataset(x[:ntrain], y[:ntrain]), batch_size=20, shuffle=True, generator=g)
+    test_loader = DataLoader(TensorDataset(x[ntrain:], y[ntrain:]), batch_size=50)
+    rows = {}
+    for label in ("cnn", "xd", "fno"):
+        torch.manual_seed(0)
+        backbone = FNOShapedCNN2d()
+        if label == "cnn":
+            model, arch_lr = backbone, None
+        elif label == "xd":
+            model, arch_lr = xdfx.relax(backbone, x[:2], arch=args.darcy_arch, exclude=[pointwise]), args.arch_lr
+        else:
+            model, arch_lr = FNO2d(), None
+        hist, sec = train(model, train_loader, test_loader, rel_l2_loss, burgers.relative_l2, "rel L2",
+                          args.darcy_epochs, args.lr, arch_lr)
+        rows[label] = {"metric": hist["val_metric"][-1], "seconds_per_epoch": sec, "history": hist}
+        print(f"darcy {label}: rel L2 {hist['val_metric'][-1]:.4f}, {sec:.1f} s/epoch", flush=True)
+    return rows
+
+
 def run_digits(args) -> dict:
     data = permuted_digits.load(seed=0)
     g = torch.Generator().manual_seed(0)
@@ -190,7 +278,7 @@ def run_digits(args) -> dict:
 def markdown(results: dict) -> str:
     lines = ["| task | metric | backbone (CNN) | XD | reference | s/epoch (CNN / XD / reference) |", "|---|---|---|---|---|---|"]
     for task, rows in results.items():
-        name = "rel. L2 (lower is better)" if task == "burgers" else "accuracy"
+        name = "accuracy" if task == "digits" else "rel. L2 (lower is better)"
         xd = rows.get("xd") or rows.get("xd-fixed") or {}
         ref = rows.get("fno", {})
         fmt = lambda r: f"{r['metric']:.4f}" if r else "-"  # noqa: E731
@@ -210,6 +298,10 @@ def main() -> None:
     parser.add_argument("--res", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--arch-lr", type=float, default=1e-3)
+    parser.add_argument("--darcy-res", type=int, default=64)
+    parser.add_argument("--darcy-ntrain", type=int, default=1000)
+    parser.add_argument("--darcy-epochs", type=int, default=50)
+    parser.add_argument("--darcy-arch", default="fixed", choices=["fixed", "monarch"])
     parser.add_argument("--harden-tol", type=float, default=1e-3)
     parser.add_argument("--out", default="search_results")
     args = parser.parse_args()
@@ -218,6 +310,8 @@ def main() -> None:
     results = {}
     if "burgers" in args.tasks:
         results["burgers"] = run_burgers(args)
+    if "darcy" in args.tasks:
+        results["darcy"] = run_darcy(args)
     if "digits" in args.tasks:
         results["digits"] = run_digits(args)
     payload = {"machine": machine(), "args": vars(args), "results": results}
