@@ -5,6 +5,7 @@ from .harden import harden
 from .ops import XDConv
 from .params import arch_parameters, model_parameters
 from .relax import relax
+from .visual import report
 from .search import evaluate, load_checkpoint, optimizers, save_checkpoint, search
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "harden",
     "model_parameters",
     "relax",
+    "report",
 ]
 __version__ = "0.1.0"

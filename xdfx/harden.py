@@ -15,7 +15,7 @@ from .ops import XDConv
 from .ops.graph import XDGraphConv
 from .passes.harden_xd import Candidate, choose, graph_candidates, measure, xd_flops, xdconv_candidates
 from .relax import _as_inputs, _drop_dead_attributes
-from .report import Report
+from .records import Report
 
 XD_TYPES = (XDConv, XDGraphConv)
 

@@ -18,7 +18,7 @@ from .passes.relax_graphconv import relax_graph_convs
 from .passes.relax_leaves import leaf_watch_list, record_unsupported, relax_inside_leaves
 from .passes.relax_pool import record_max_pools, relax_pools
 from .passes.shape_info import propagate_shapes
-from .report import Report
+from .records import Report
 from .trace import TraceOptions, trace
 
 #: The rewrite table: each rule rewrites one kind of op (or records why it stays), in order.

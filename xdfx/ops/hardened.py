@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import XdfxShapeError
+from .fft import batched_matmul, rfftn
 from .geometry import AxisGeometry
 from .xd import XDConv
 
@@ -162,22 +164,31 @@ class SpectralConv(nn.Module):
 
     # -------------------------------------------------------------- FFT path
     def _forward_fft(self, x: torch.Tensor) -> torch.Tensor:
+        # Complex values live as (real, imag) pairs between the two real FFTs: the ONNX exporter
+        # translates rfftn / irfftn, view_as_real / view_as_complex and real ops, but not
+        # index_select, einsum or writes on complex tensors.
         geo, d = self.geometry, len(self.geometry)
         x = self._prepare(x)
         sizes = x.shape[2:]
         dims = tuple(range(2, 2 + d))
         ns = [g.n for g in geo]
-        xf = torch.fft.rfftn(x, s=ns, dim=dims)
-        keep = [kept_frequencies(g.n, self.modes[i], i == d - 1).to(x.device) for i, g in enumerate(geo)]
+        full = [n // 2 + 1 if i == d - 1 else n for i, n in enumerate(ns)]
+        xf = torch.view_as_real(torch.fft.rfftn(x, s=ns, dim=dims))
+        xr, xi = xf[..., 0], xf[..., 1]
+        keep = [kept_frequencies(g.n, self.modes[i], i == d - 1) for i, g in enumerate(geo)]
+        truncated = [len(k) < f for k, f in zip(keep, full)]
+        keep = [k.to(x.device) for k in keep]
         for i, k in enumerate(keep):
-            xf = xf.index_select(2 + i, k)
-        zr, zi = self._mix(xf.real, xf.imag)
-        z = torch.complex(zr, zi)
+            if truncated[i]:
+                xr, xi = xr.index_select(2 + i, k), xi.index_select(2 + i, k)
+        zr, zi = self._mix(xr, xi)
         for i in reversed(range(d)):
-            full = list(z.shape)
-            full[2 + i] = ns[i] // 2 + 1 if i == d - 1 else ns[i]
-            z = z.new_zeros(full).index_copy(2 + i, keep[i], z)
-        y = torch.fft.irfftn(z, s=ns, dim=dims)
+            if truncated[i]:
+                shape = list(zr.shape)
+                shape[2 + i] = full[i]
+                zr = zr.new_zeros(shape).index_copy(2 + i, keep[i], zr)
+                zi = zi.new_zeros(shape).index_copy(2 + i, keep[i], zi)
+        y = torch.fft.irfftn(torch.view_as_complex(torch.stack([zr, zi], -1)), s=ns, dim=dims)
         for i, g in enumerate(geo):
             idx = g.out_index(sizes[i] - (sum(g.pad) if g.prepad else 0), y.device)
             y = y[(slice(None),) * (2 + i) + (idx,)] if isinstance(idx, slice) else y.index_select(2 + i, idx)
@@ -187,7 +198,8 @@ class SpectralConv(nn.Module):
     def _bases(self, sizes: Sequence[int], device, dtype):
         """Per axis: forward (cos, sin) over input positions, inverse (cos, sin) over outputs."""
         key = (tuple(sizes), device, dtype)
-        cache = self.__dict__.setdefault("_basis_cache", {})
+        # Not cached while torch.export / torch.compile trace: the bases would be fake tensors.
+        cache = {} if torch.compiler.is_compiling() else self.__dict__.setdefault("_basis_cache", {})
         if key in cache:
             return cache[key]
         d, out = len(self.geometry), []
@@ -251,8 +263,62 @@ class FrozenXD(nn.Module):
         self.bias = nn.Parameter(xd.bias.detach().clone()) if xd.bias is not None else None
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``XDConv.apply_spectrum`` with the per-frequency channel mixing done on (real, imag)
+        pairs, so that the only complex values are the real FFTs' own (ONNX-exportable)."""
         b = self.bias if bias is None else bias
-        return self.xd.apply_spectrum(x, torch.view_as_complex(self.spectrum), b)
+        xd = self.xd
+        xd._check_input(x)
+        geo = xd.geometry
+        d = len(geo)
+        dims = tuple(range(2, 2 + d))
+        ns = [g.n for g in geo]
+        if any(g.prepad for g in geo):
+            x = F.pad(x, [p for g in reversed(geo) for p in (g.pad if g.prepad else (0, 0))], mode=geo[0].mode)
+        sizes = x.shape[2:]
+        if len(xd.M):
+            x = F.pad(x, [p for g, s in zip(reversed(geo), reversed(sizes)) for p in (0, g.n - s)])
+            for i, q in enumerate(xd.M):
+                x = q(x, 2 + i)
+        xf = torch.view_as_real(rfftn(x, ns, dims))
+        zr, zi = self._mix(xf[..., 0], xf[..., 1])
+        y = torch.fft.irfftn(torch.view_as_complex(torch.stack([zr, zi], -1)), s=ns, dim=dims)
+        for i, q in enumerate(xd.K):
+            y = q(y, 2 + i)
+        for i, g in enumerate(geo):
+            idx = g.out_index(sizes[i] - (sum(g.pad) if g.prepad else 0), y.device)
+            y = y[(slice(None),) * (2 + i) + (idx,)] if isinstance(idx, slice) else y.index_select(2 + i, idx)
+        if xd.out_scale is not None:
+            if y.shape[2:] != xd.out_scale.shape:
+                raise XdfxShapeError(
+                    f"layer {xd.layer_name!r} (a relaxed pooling) was built for outputs of size "
+                    f"{tuple(xd.out_scale.shape)}, got {tuple(y.shape[2:])}; relax with inputs of this size"
+                )
+            y = y * xd.out_scale
+        if b is not None:
+            y = y + b.reshape(-1, *([1] * d))
+        return y
+
+    def _mix(self, xr: torch.Tensor, xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z[b, o] = sum_i x[b, i] conj(wf[i, o])`` per frequency and group, on real pairs:
+        ``[zr, zi] = [xr, xi] @ [[wr, -wi], [wi, wr]]``, one real batched matmul (the flops of
+        the complex one)."""
+        xd = self.xd
+        b, g = xr.shape[0], xd.groups
+        freq = xr.shape[2:]
+        p = math.prod(freq)
+        cin, cout = xd.in_channels // g, xd.out_channels // g
+        w = self.spectrum.reshape(p, g, cin, cout, 2)
+        wr, wi = w[..., 0], w[..., 1]
+        if cin == 1:  # depthwise-like: a broadcast product, no matmul
+            wr, wi = wr.permute(1, 3, 0, 2).reshape(g, cout, p), wi.permute(1, 3, 0, 2).reshape(g, cout, p)
+            xr, xi = xr.reshape(b, g, 1, p), xi.reshape(b, g, 1, p)
+            zr, zi = xr * wr + xi * wi, xi * wr - xr * wi
+        else:
+            w2 = torch.cat([torch.cat([wr, -wi], -1), torch.cat([wi, wr], -1)], -2)  # (p, g, 2cin, 2cout)
+            x2 = torch.cat([xr.reshape(b, g, cin, p), xi.reshape(b, g, cin, p)], 2).permute(3, 1, 0, 2)
+            z2 = batched_matmul(x2.contiguous(), w2).permute(2, 1, 3, 0)  # (b, g, 2cout, p)
+            zr, zi = z2[:, :, :cout], z2[:, :, cout:]
+        return zr.reshape(b, xd.out_channels, *freq), zi.reshape(b, xd.out_channels, *freq)
 
 
 class PadTo(nn.Module):

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence, Union
 import torch
 from torch import fx, nn
 
-from ..report import LayerRecord
+from ..records import LayerRecord
 
 Selector = Union[str, type, Callable[[str, Any], bool]]
 

@@ -199,7 +199,7 @@ def _core_candidates(xd: XDConv, spectrum: torch.Tensor, sizes: Sequence[int], t
     scale = float(kernel.abs().max()) or 1.0
     for rel in (0.0, 1e-7, tol * 1e-2, tol * 1e-1):
         found = recover_conv(xd, kernel, rel * scale)
-        if found is not None:
+        if found is not None and all(c.detail != found[1] for c in out):
             module, detail = found
             conv = next(m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd))
             flops = 2.0 * cout * (cin // g) * math.prod(conv.kernel_size) * math.prod(t)

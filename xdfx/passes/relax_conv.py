@@ -12,7 +12,7 @@ from torch import fx, nn
 from ..errors import XdfxShapeError, XdfxUnsupportedError
 from ..ops import XDConv
 from ..ops.xd import _ntuple, conv_pads
-from ..report import LayerRecord
+from ..records import LayerRecord
 from .context import RelaxContext
 from .shape_info import input_shape, output_shape
 

@@ -12,7 +12,7 @@ import torch
 from torch import fx
 
 from ..ops.graph import XDGraphConv
-from ..report import LayerRecord
+from ..records import LayerRecord
 from .context import RelaxContext
 from .shape_info import output_shape
 

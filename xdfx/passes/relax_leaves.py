@@ -7,7 +7,7 @@ import copy
 from torch import nn
 
 from ..errors import XdfxUnsupportedError
-from ..report import LayerRecord
+from ..records import LayerRecord
 from .context import RelaxContext
 from .relax_conv import CONV_MODULES, conv_module_to_xd, describe, probe_error
 from .relax_pool import ADAPTIVE_MODULES, AVG_POOL_MODULES, _module_pool, pool_to_xd

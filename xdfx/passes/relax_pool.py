@@ -107,7 +107,7 @@ def _module_pool(module: nn.Module, shape) -> XDConv:
 
 def relax_pools(ctx) -> None:
     """Replace average-pooling modules and calls with XD layers (one per call site)."""
-    from ..report import LayerRecord
+    from ..records import LayerRecord
     from .shape_info import input_shape, output_shape
     from .relax_conv import describe, probe_error
 
@@ -160,7 +160,7 @@ def relax_pools(ctx) -> None:
 
 def record_max_pools(ctx) -> None:
     """Max pooling is not linear: it stays, and the report says so."""
-    from ..report import LayerRecord
+    from ..records import LayerRecord
     from .shape_info import input_shape
 
     for node in ctx.gm.graph.nodes:
