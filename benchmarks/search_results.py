@@ -30,26 +30,40 @@ RESULTS = Path(__file__).parent / "results"
 
 
 # ----------------------------------------------------------------------------- models
-class FNOShapedCNN(nn.Module):
-    """The FNO architecture with its spectral convolutions replaced by 5-tap circular convs."""
+class OperatorNet(nn.Module):
+    """The FNO layout: lift, layers of ``mixer(h) + pointwise(h)`` with GELU between, projection.
 
-    def __init__(self, width: int = 64, layers: int = 4, kernel: int = 5, in_channels: int = 2) -> None:
+    The mixer is what the compared models differ in: a 5-tap conv (the CNN backbone) or a
+    spectral convolution (the FNO reference).
+    """
+
+    def __init__(self, dims: int, width: int, mixers: list[nn.Module], in_channels: int) -> None:
         super().__init__()
-        self.lift = nn.Conv1d(in_channels, width, 1)
-        self.convs = nn.ModuleList(
-            nn.Conv1d(width, width, kernel, padding=kernel // 2, padding_mode="circular") for _ in range(layers)
-        )
-        self.points = nn.ModuleList(nn.Conv1d(width, width, 1) for _ in range(layers))
-        self.proj1 = nn.Conv1d(width, 128, 1)
-        self.proj2 = nn.Conv1d(128, 1, 1)
+        conv = (nn.Conv1d, nn.Conv2d)[dims - 1]
+        self.lift = conv(in_channels, width, 1)
+        self.mixers = nn.ModuleList(mixers)
+        self.points = nn.ModuleList(conv(width, width, 1) for _ in mixers)
+        self.proj1 = conv(width, 128, 1)
+        self.proj2 = conv(128, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.lift(x)
-        for i, (conv, point) in enumerate(zip(self.convs, self.points)):
-            h = conv(h) + point(h)
-            if i < len(self.convs) - 1:
+        for i, (mixer, point) in enumerate(zip(self.mixers, self.points)):
+            h = mixer(h) + point(h)
+            if i < len(self.mixers) - 1:
                 h = F.gelu(h)
         return self.proj2(F.gelu(self.proj1(h)))
+
+
+def FNOShapedCNN(width: int = 64, layers: int = 4, kernel: int = 5, in_channels: int = 2) -> OperatorNet:
+    """The 1-d backbone: the FNO layout with 5-tap circular convs for the spectral convolutions."""
+    convs = [nn.Conv1d(width, width, kernel, padding=kernel // 2, padding_mode="circular") for _ in range(layers)]
+    return OperatorNet(1, width, convs, in_channels)
+
+
+def FNOShapedCNN2d(width: int = 32, layers: int = 4, kernel: int = 5, in_channels: int = 3) -> OperatorNet:
+    """The 2-d backbone: 5x5 zero-padded convs (Darcy has a Dirichlet boundary)."""
+    return OperatorNet(2, width, [nn.Conv2d(width, width, kernel, padding=kernel // 2) for _ in range(layers)], in_channels)
 
 
 class SpectralConv1d(nn.Module):
@@ -67,46 +81,6 @@ class SpectralConv1d(nn.Module):
         out = torch.einsum("bim,iom->bom", xf[..., : self.modes], w)
         out = torch.cat([out, out.new_zeros(*out.shape[:2], xf.shape[-1] - self.modes)], -1)
         return torch.fft.irfft(out, n=x.shape[-1])
-
-
-class FNO1d(nn.Module):
-    """The reference: FNO with 16 modes, width 64, 4 layers."""
-
-    def __init__(self, width: int = 64, modes: int = 16, layers: int = 4, in_channels: int = 2) -> None:
-        super().__init__()
-        self.lift = nn.Conv1d(in_channels, width, 1)
-        self.spectral = nn.ModuleList(SpectralConv1d(width, modes) for _ in range(layers))
-        self.points = nn.ModuleList(nn.Conv1d(width, width, 1) for _ in range(layers))
-        self.proj1 = nn.Conv1d(width, 128, 1)
-        self.proj2 = nn.Conv1d(128, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.lift(x)
-        for i, (spec, point) in enumerate(zip(self.spectral, self.points)):
-            h = spec(h) + point(h)
-            if i < len(self.spectral) - 1:
-                h = F.gelu(h)
-        return self.proj2(F.gelu(self.proj1(h)))
-
-
-class FNOShapedCNN2d(nn.Module):
-    """2-d FNO architecture with 5x5 zero-padded convs in place of the spectral convolutions."""
-
-    def __init__(self, width: int = 32, layers: int = 4, kernel: int = 5, in_channels: int = 3) -> None:
-        super().__init__()
-        self.lift = nn.Conv2d(in_channels, width, 1)
-        self.convs = nn.ModuleList(nn.Conv2d(width, width, kernel, padding=kernel // 2) for _ in range(layers))
-        self.points = nn.ModuleList(nn.Conv2d(width, width, 1) for _ in range(layers))
-        self.proj1 = nn.Conv2d(width, 128, 1)
-        self.proj2 = nn.Conv2d(128, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.lift(x)
-        for i, (conv, point) in enumerate(zip(self.convs, self.points)):
-            h = conv(h) + point(h)
-            if i < len(self.convs) - 1:
-                h = F.gelu(h)
-        return self.proj2(F.gelu(self.proj1(h)))
 
 
 class SpectralConv2d(nn.Module):
@@ -130,24 +104,14 @@ class SpectralConv2d(nn.Module):
         return torch.fft.irfft2(out, s=(h, w))
 
 
-class FNO2d(nn.Module):
+def FNO1d(width: int = 64, modes: int = 16, layers: int = 4, in_channels: int = 2) -> OperatorNet:
+    """The 1-d reference: FNO with 16 modes, width 64, 4 layers."""
+    return OperatorNet(1, width, [SpectralConv1d(width, modes) for _ in range(layers)], in_channels)
+
+
+def FNO2d(width: int = 32, modes: int = 12, layers: int = 4, in_channels: int = 3) -> OperatorNet:
     """The 2-d reference: FNO with 12 modes per axis, width 32, 4 layers."""
-
-    def __init__(self, width: int = 32, modes: int = 12, layers: int = 4, in_channels: int = 3) -> None:
-        super().__init__()
-        self.lift = nn.Conv2d(in_channels, width, 1)
-        self.spectral = nn.ModuleList(SpectralConv2d(width, modes) for _ in range(layers))
-        self.points = nn.ModuleList(nn.Conv2d(width, width, 1) for _ in range(layers))
-        self.proj1 = nn.Conv2d(width, 128, 1)
-        self.proj2 = nn.Conv2d(128, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.lift(x)
-        for i, (spec, point) in enumerate(zip(self.spectral, self.points)):
-            h = spec(h) + point(h)
-            if i < len(self.spectral) - 1:
-                h = F.gelu(h)
-        return self.proj2(F.gelu(self.proj1(h)))
+    return OperatorNet(2, width, [SpectralConv2d(width, modes) for _ in range(layers)], in_channels)
 
 
 class DigitsCNN(nn.Module):

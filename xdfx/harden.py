@@ -14,7 +14,7 @@ from .errors import XdfxError, XdfxInputError
 from .ops import XDConv
 from .ops.graph import XDGraphConv
 from .passes.harden_xd import Candidate, choose, graph_candidates, measure, xd_flops, xdconv_candidates
-from .relax import _as_inputs, _drop_dead_attributes
+from .relax import as_inputs, drop_dead_attributes
 from .records import Report
 
 XD_TYPES = (XDConv, XDGraphConv)
@@ -126,7 +126,7 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         raise XdfxInputError("the model has no XD layers to harden: pass the output of xdfx.relax")
     _check_finite(model)
     gm = copy.deepcopy(model)
-    inputs = _as_inputs(example_inputs) if example_inputs is not None else None
+    inputs = as_inputs(example_inputs) if example_inputs is not None else None
     probes = _capture_inputs(gm, names, inputs) if inputs is not None else {}
     records = []
     is_graph = isinstance(gm, fx.GraphModule)
@@ -155,7 +155,7 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
             )
         )
     if is_graph:
-        _drop_dead_attributes(gm)
+        drop_dead_attributes(gm)
         gm.graph.lint()
         gm.recompile()
     report = HardenReport("xdfx.harden", records, tol=tol)

@@ -34,7 +34,7 @@ RULES: tuple[Callable[[RelaxContext], None], ...] = (
 XD_TYPES = (XDConv, XDGraphConv)
 
 
-def _as_inputs(example_inputs: Any) -> tuple:
+def as_inputs(example_inputs: Any) -> tuple:
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
     if isinstance(example_inputs, (tuple, list)) and example_inputs:
@@ -87,7 +87,7 @@ def relax(
     """
     if not isinstance(model, nn.Module):
         raise XdfxInputError(f"relax expects an nn.Module, got {type(model).__name__}")
-    inputs = _as_inputs(example_inputs)
+    inputs = as_inputs(example_inputs)
     already = [n for n, m in model.named_modules() if isinstance(m, XD_TYPES)]
     if already:
         raise XdfxInputError(f"the model is already relaxed (XD layers at {already[:3]}); relax the original model")
@@ -101,7 +101,7 @@ def relax(
     ctx = RelaxContext(gm, config, traced.leaves, leaf_shapes)
     for rule in RULES:
         rule(ctx)
-    _drop_dead_attributes(gm)
+    drop_dead_attributes(gm)
     gm.graph.lint()
     gm.recompile()
     if inplace:
@@ -132,7 +132,7 @@ def _non_tensor_arguments(model: nn.Module, inputs: tuple) -> dict[str, Any] | N
     return fixed or None
 
 
-def _drop_dead_attributes(gm: fx.GraphModule) -> None:
+def drop_dead_attributes(gm: fx.GraphModule) -> None:
     """Remove ``get_attr`` nodes left without users (fused weights), and their tensors."""
     for node in list(gm.graph.nodes):
         if node.op == "get_attr" and not node.users:

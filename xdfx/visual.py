@@ -39,6 +39,7 @@ from .errors import XdfxError, XdfxInputError
 from .ops import XDConv
 from .ops.graph import XDGraphConv
 from .params import arch_parameters
+from .relax import as_inputs
 
 __all__ = ["report", "HISTORY_KEYS"]
 
@@ -136,15 +137,7 @@ _MISSING = object()
 
 
 def _as_inputs(example_inputs) -> tuple | None:
-    if example_inputs is None:
-        return None
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)) and example_inputs:
-        return tuple(example_inputs)
-    raise XdfxInputError(
-        f"example_inputs must be a tensor or a non-empty tuple of forward arguments, got {type(example_inputs).__name__}"
-    )
+    return None if example_inputs is None else as_inputs(example_inputs)
 
 
 def _history(model: nn.Module) -> dict | None:
