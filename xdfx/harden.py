@@ -140,7 +140,7 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
             ref = lambda t, layer=layer: layer(t)  # noqa: E731
             before = 4.0 * layer.nodes ** 2 * max(layer.weight.shape[:2]) + 2.0 * layer.nodes * math.prod(layer.weight.shape[:2])
         else:
-            cands = xdconv_candidates(layer, [x], tol, weight)
+            cands = xdconv_candidates(layer, [x], tol, weight, bias)
             ref = lambda t, layer=layer, w=weight, b=bias: layer(t, w, b)  # noqa: E731
             before = xd_flops(layer, x.shape[2:])
         for c in cands:

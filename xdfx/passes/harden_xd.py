@@ -170,27 +170,13 @@ def recover_conv(xd: XDConv, kernel: torch.Tensor, threshold: float) -> tuple[nn
 
 
 # ---------------------------------------------------------------- candidates for XDConv
-def _output_energy(xd: XDConv, spectrum: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
-    """Energy per frequency of the layer's output on ``probe`` (K, M taken as the DFT pair)."""
-    geo = xd.geometry
-    x = probe
-    if any(g.prepad for g in geo):
-        x = torch.nn.functional.pad(x, [p for g in reversed(geo) for p in (g.pad if g.prepad else (0, 0))], mode=geo[0].mode)
-    dims = tuple(range(2, 2 + xd.spatial_dims))
-    xf = torch.fft.rfftn(x, s=[g.n for g in geo], dim=dims)
-    b, g = xf.shape[0], xd.groups
-    xf = xf.reshape(b, g, -1, *xf.shape[2:])
-    w = spectrum.reshape(g, -1, *spectrum.shape[1:])
-    y = torch.einsum("bgi...,goi...->bgo...", xf, w)
-    return (y.abs() ** 2).sum(dim=(0, 1, 2))
-
-
 def _core_candidates(xd: XDConv, spectrum: torch.Tensor, sizes: Sequence[int], tol: float,
-                     probe: torch.Tensor | None = None, note: str = "") -> list[Candidate]:
+                     measure_fn: Callable[[nn.Module], float] | None = None, note: str = "") -> list[Candidate]:
     """Forms for an XD layer whose K and M are the plain DFT pair (spectrum = L w).
 
-    Modes are kept by their energy in the layer's output on ``probe`` when given (a mode the
-    inputs never excite costs nothing to drop), else by the filter's own energy."""
+    The truncated spectral form keeps the fewest low modes whose *measured* error on the
+    layer's probe inputs is within ``tol`` (binary search over :data:`MODE_STEPS`): a mode the
+    inputs never excite costs nothing to drop."""
     out: list[Candidate] = []
     cin, cout, g = xd.in_channels, xd.out_channels, xd.groups
     ns = [geo.n for geo in xd.geometry]
@@ -204,22 +190,27 @@ def _core_candidates(xd: XDConv, spectrum: torch.Tensor, sizes: Sequence[int], t
             conv = next(m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd))
             flops = 2.0 * cout * (cin // g) * math.prod(conv.kernel_size) * math.prod(t)
             out.append(Candidate("conv", module, flops, detail))
-    if xd.out_scale is None:
-        energy = _output_energy(xd, spectrum, probe) if probe is not None else (spectrum.abs() ** 2).sum(dim=(0, 1))
-        total = float(energy.sum()) or 1.0
-        for m in MODE_STEPS:
-            if all(m >= (n // 2 + 1) for n in ns):
-                break
-            kept = energy
-            for i, n in enumerate(ns):
-                kept = kept.index_select(i, kept_frequencies(n, m, i == len(ns) - 1).to(kept.device))
-            if (1 - float(kept.sum()) / total) > (tol / 4) ** 2:
-                continue
+    if xd.out_scale is None and measure_fn is not None:
+        steps = [m for m in MODE_STEPS if any(m < (n // 2 + 1) for n in ns)]
+        lo, hi, best = 0, len(steps) - 1, None
+        while lo <= hi:  # the error falls as modes are added: find the fewest within tol
+            mid = (lo + hi) // 2
+            m = steps[mid]
             k = [len(kept_frequencies(n, m, i == len(ns) - 1)) for i, n in enumerate(ns)]
-            flops = 4.0 * (cin * math.prod(sizes) + cout * math.prod(t)) * sum(k) + 8.0 * cout * (cin // g) * math.prod(k)
-            sc = SpectralConv(spectrum, [m] * len(ns), xd.geometry, groups=g, bias=xd.bias, method="matmul")
-            out.append(Candidate("spectral", sc, flops, f"modes={m} (matmul DFT){note}"))
-            break
+            method = "matmul" if max(k) <= 64 else "fft"
+            sc = SpectralConv(spectrum, [m] * len(ns), xd.geometry, groups=g, bias=xd.bias, method=method)
+            if measure_fn(sc) <= tol:
+                best, hi = (m, k, sc, method), mid - 1
+            else:
+                lo = mid + 1
+        if best is not None:
+            m, k, sc, method = best
+            if method == "matmul":
+                flops = 4.0 * (cin * math.prod(sizes) + cout * math.prod(t)) * sum(k) + 8.0 * cout * (cin // g) * math.prod(k)
+            else:
+                flops = _fft_flops(cin + cout, ns) + 8.0 * cout * (cin // g) * math.prod(k)
+            out.append(Candidate("spectral", sc, flops, f"modes={m} ({'matmul DFT' if method == 'matmul' else 'FFT'}){note}"))
+    if xd.out_scale is None:
         fft_flops = _fft_flops(cin + cout, ns) + 8.0 * cout * (cin // g) * math.prod(ns[:-1]) * (ns[-1] // 2 + 1)
         full = SpectralConv(spectrum, ns, xd.geometry, groups=g, bias=xd.bias, method="fft")
         out.append(Candidate("fft", full, fft_flops, f"all modes (FFT){note}"))
@@ -262,7 +253,8 @@ def _buffer_geometry(xd: XDConv, sizes: Sequence[int], outputs_full: bool) -> li
     return geo
 
 
-def xdconv_candidates(xd: XDConv, probes: Sequence[torch.Tensor], tol: float, weight: torch.Tensor | None) -> list[Candidate]:
+def xdconv_candidates(xd: XDConv, probes: Sequence[torch.Tensor], tol: float, weight: torch.Tensor | None,
+                      weight_bias: torch.Tensor | None = None) -> list[Candidate]:
     sizes = list(probes[0].shape[2:])
     kinds_m, kinds_k = _factors(xd, tol)
     with torch.no_grad():
@@ -282,12 +274,14 @@ def xdconv_candidates(xd: XDConv, probes: Sequence[torch.Tensor], tol: float, we
         fn, o = origin["function"], origin
         call = lambda x, w, b=None, fn=fn, o=o: fn(x, w, b, o["stride"], o["padding"], o["dilation"], o["groups"])  # noqa: E731
         cands.append(Candidate("conv_function", None, 0.0, f"{fn.__name__}", call=call))
+    reference = lambda t: xd(t, weight, weight_bias)  # noqa: E731
+    measure_fn = lambda module: measure(reference, Candidate("spectral", module, 0.0), probes, weight, weight_bias)  # noqa: E731
     if plain_m and plain_k:
-        cands += _core_candidates(xd, spectrum, sizes, tol, probes[0])
+        cands += _core_candidates(xd, spectrum, sizes, tol, measure_fn)
     else:  # learned factors close to the DFT pair may still be dropped: measurement decides
         twin = copy.deepcopy(xd)
         twin.M, twin.K = torch.nn.ModuleList(), torch.nn.ModuleList()
-        cands += _core_candidates(twin, spectrum, sizes, tol, probes[0], note=", K and M taken as the DFT")
+        cands += _core_candidates(twin, spectrum, sizes, tol, measure_fn, note=", K and M taken as the DFT")
     if not (plain_m and plain_k) and all(k != "general" for k, _ in kinds_m + kinds_k):
         twin = copy.deepcopy(xd)
         twin.M, twin.K = torch.nn.ModuleList(), torch.nn.ModuleList()
