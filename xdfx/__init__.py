@@ -1,6 +1,7 @@
 """xdfx: turn a PyTorch CNN into a search space of XD-operations, and back."""
 
 from .errors import XdfxError, XdfxInputError, XdfxShapeError, XdfxTraceError, XdfxUnsupportedError
+from . import export
 from .harden import harden
 from .ops import XDConv
 from .params import arch_parameters, model_parameters

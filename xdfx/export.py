@@ -361,8 +361,16 @@ def _explain(model: nn.Module, exc: BaseException) -> str:
             if node is not None:
                 mod = _module_of(model, node)
                 where = (f" in {mod}" if mod else "") + _source_of(node)
-            reason = f" ({op.group(3).strip()})" if op and op.group(3) else ""
-            parts.append(f"the exporter has no ONNX translation for op {target} (graph node %{name}{where}){reason}")
+            if op:
+                reason = f" ({op.group(3).strip()})" if op.group(3) else ""
+                parts.append(f"the exporter has no ONNX translation for op {target} (graph node %{name}{where}){reason}")
+            else:
+                inner = excs[-1]
+                first = (str(inner).strip().splitlines() or [""])[0]
+                parts.append(
+                    f"the exporter failed to translate op {target} (graph node %{name}{where}): "
+                    f"{type(inner).__name__}: {first}"
+                )
         else:
             summary = next((str(e).strip().splitlines()[-1] for e in reversed(excs) if str(e).strip()), type(exc).__name__)
             where = _failing_module(model, excs)
@@ -506,8 +514,8 @@ def onnx(
             static |= fixed
             warnings.warn(
                 f"xdfx.export.onnx: the model fixes dimension 0 of input(s) {sorted(fixed)} "
-                f"(shape {[tuple(args[i].shape) for i in sorted(fixed)]}): it is not a batch axis there, so "
-                "the ONNX file takes exactly that size",
+                f"(shape {[tuple(args[i].shape) for i in sorted(fixed)]}): it is not a batch axis there (or the code "
+                "hard-codes its size), so the ONNX file takes exactly that size",
                 XdfxExportWarning,
                 stacklevel=2,
             )

@@ -6,7 +6,9 @@
 * :class:`SpectralConv` - FNO-style: a diagonal over truncated Fourier modes. ``method="matmul"``
   writes the truncated DFT as real matmuls with precomputed cos/sin bases, with the output
   crop/stride folded into the inverse basis; ``method="fft"`` uses real FFTs.
-* :class:`FrozenXD` - anything else: the XD layer with ``L w`` computed once.
+* :class:`FrozenXD` - anything else: the XD layer with ``L w`` computed once (eager: the XD
+  layer's own complex arithmetic; traced by torch.export / torch.compile: real (re, im) pairs
+  around the real FFTs, which the ONNX exporter can translate).
 * :class:`PadTo`, :class:`Gather` - zero-extension and index permutations (learned
   permutations of K or M).
 * :class:`GraphPolynomial`, :class:`FrozenGraphConv` - graph convolutions.
@@ -148,15 +150,20 @@ class SpectralConv(nn.Module):
         return x
 
     def _mix(self, yr: torch.Tensor, yi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per kept mode and group, ``z = sum_i G[o, i] y[i]`` as one real batched matmul,
+        ``[yr, yi] @ [[Gr, Gi], [-Gi, Gr]]`` over contiguous ``(mode, group, batch, channel)``
+        layouts (einsum over a mode batch copies matrix by matrix; complex ops do not export)."""
         b, g = yr.shape[0], self.groups
         shape = yr.shape[2:]
-        yr = yr.reshape(b, g, -1, *shape)
-        yi = yi.reshape(b, g, -1, *shape)
-        w = self.weight.reshape(g, self.out_channels // g, self.in_channels // g, *self.weight.shape[2:])
+        p = math.prod(shape)
+        cin, cout = self.in_channels // g, self.out_channels // g
+        y = torch.stack([yr, yi], 1).reshape(b, 2, g, cin, p).permute(4, 2, 0, 1, 3).reshape(p, g, b, 2 * cin)
+        w = self.weight.reshape(g, cout, cin, p, 2).permute(3, 0, 2, 1, 4)  # (p, g, cin, cout, 2)
         wr, wi = w[..., 0], w[..., 1]
-        zr = torch.einsum("bgi...,goi...->bgo...", yr, wr) - torch.einsum("bgi...,goi...->bgo...", yi, wi)
-        zi = torch.einsum("bgi...,goi...->bgo...", yi, wr) + torch.einsum("bgi...,goi...->bgo...", yr, wi)
-        return zr.reshape(b, self.out_channels, *shape), zi.reshape(b, self.out_channels, *shape)
+        block = torch.cat([torch.cat([wr, wi], -1), torch.cat([-wi, wr], -1)], -2)  # (p, g, 2cin, 2cout)
+        z = torch.matmul(y.contiguous(), block.contiguous()).reshape(p, g, b, 2, cout).permute(2, 3, 1, 4, 0)
+        z = z.reshape(b, 2, self.out_channels, *shape)
+        return z[:, 0], z[:, 1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._forward_matmul(x) if self.method == "matmul" else self._forward_fft(x)
@@ -263,9 +270,15 @@ class FrozenXD(nn.Module):
         self.bias = nn.Parameter(xd.bias.detach().clone()) if xd.bias is not None else None
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """``XDConv.apply_spectrum`` with the per-frequency channel mixing done on (real, imag)
-        pairs, so that the only complex values are the real FFTs' own (ONNX-exportable)."""
         b = self.bias if bias is None else bias
+        if not torch.compiler.is_compiling():  # eager: exactly the XD layer's own computation
+            return self.xd.apply_spectrum(x, torch.view_as_complex(self.spectrum), b)
+        return self.forward_real(x, b)
+
+    def forward_real(self, x: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """``XDConv.apply_spectrum`` with the per-frequency channel mixing on (real, imag) pairs,
+        so that the only complex values are the real FFTs' own: what torch.export (ONNX) and
+        torch.compile trace, as the exporter cannot translate complex matmuls or conjugation."""
         xd = self.xd
         xd._check_input(x)
         geo = xd.geometry
@@ -279,9 +292,8 @@ class FrozenXD(nn.Module):
             x = F.pad(x, [p for g, s in zip(reversed(geo), reversed(sizes)) for p in (0, g.n - s)])
             for i, q in enumerate(xd.M):
                 x = q(x, 2 + i)
-        xf = torch.view_as_real(rfftn(x, ns, dims))
-        zr, zi = self._mix(xf[..., 0], xf[..., 1])
-        y = torch.fft.irfftn(torch.view_as_complex(torch.stack([zr, zi], -1)), s=ns, dim=dims)
+        z = self._mix(torch.view_as_real(rfftn(x, ns, dims)))
+        y = torch.fft.irfftn(torch.view_as_complex(z), s=ns, dim=dims)
         for i, q in enumerate(xd.K):
             y = q(y, 2 + i)
         for i, g in enumerate(geo):
@@ -298,27 +310,34 @@ class FrozenXD(nn.Module):
             y = y + b.reshape(-1, *([1] * d))
         return y
 
-    def _mix(self, xr: torch.Tensor, xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``z[b, o] = sum_i x[b, i] conj(wf[i, o])`` per frequency and group, on real pairs:
-        ``[zr, zi] = [xr, xi] @ [[wr, -wi], [wi, wr]]``, one real batched matmul (the flops of
-        the complex one)."""
+    def _mix(self, xf: torch.Tensor) -> torch.Tensor:
+        """``z[b, o] = sum_i x[b, i] conj(wf[i, o])`` per frequency and group, on (real, imag)
+        pairs ``(b, C_in, *freq, 2)`` -> ``(b, C_out, *freq, 2)``: for ``C_in/g > 1`` one real
+        batched matmul ``[xr, xi] @ [[wr, -wi], [wi, wr]]`` (the flops of the complex one)."""
         xd = self.xd
-        b, g = xr.shape[0], xd.groups
-        freq = xr.shape[2:]
+        b, g = xf.shape[0], xd.groups
+        freq = xf.shape[2:-1]
         p = math.prod(freq)
         cin, cout = xd.in_channels // g, xd.out_channels // g
-        w = self.spectrum.reshape(p, g, cin, cout, 2)
-        wr, wi = w[..., 0], w[..., 1]
         if cin == 1:  # depthwise-like: a broadcast product, no matmul
-            wr, wi = wr.permute(1, 3, 0, 2).reshape(g, cout, p), wi.permute(1, 3, 0, 2).reshape(g, cout, p)
-            xr, xi = xr.reshape(b, g, 1, p), xi.reshape(b, g, 1, p)
-            zr, zi = xr * wr + xi * wi, xi * wr - xr * wi
+            w = self.spectrum.reshape(p, g, cout, 2).permute(1, 2, 0, 3)  # (g, cout, p, 2)
+            wr, wi = w[..., 0], w[..., 1]
+            xf = xf.reshape(b, g, 1, p, 2)
+            xr, xi = xf[..., 0], xf[..., 1]
+            z = torch.stack([xr * wr + xi * wi, xi * wr - xr * wi], -1)  # (b, g, cout, p, 2)
         else:
-            w2 = torch.cat([torch.cat([wr, -wi], -1), torch.cat([wi, wr], -1)], -2)  # (p, g, 2cin, 2cout)
-            x2 = torch.cat([xr.reshape(b, g, cin, p), xi.reshape(b, g, cin, p)], 2).permute(3, 1, 0, 2)
-            z2 = batched_matmul(x2.contiguous(), w2).permute(2, 1, 3, 0)  # (b, g, 2cout, p)
-            zr, zi = z2[:, :, :cout], z2[:, :, cout:]
-        return zr.reshape(b, xd.out_channels, *freq), zi.reshape(b, xd.out_channels, *freq)
+            x2 = xf.reshape(b, g, cin, p, 2).permute(3, 1, 0, 4, 2).reshape(p, g, b, 2 * cin)
+            z2 = batched_matmul(x2, self._block_weight())  # (p, g, b, 2 cout)
+            z = z2.reshape(p, g, b, 2, cout).permute(2, 1, 4, 0, 3)  # (b, g, cout, p, 2)
+        return z.contiguous().reshape(b, xd.out_channels, *freq, 2)
+
+    def _block_weight(self) -> torch.Tensor:
+        """``[[wr, -wi], [wi, wr]]`` per frequency and group: ``(p, g, 2 C_in/g, 2 C_out/g)``
+        (a constant of the traced graph)."""
+        xd, g = self.xd, self.xd.groups
+        w = self.spectrum.reshape(-1, g, xd.in_channels // g, xd.out_channels // g, 2)
+        wr, wi = w[..., 0], w[..., 1]
+        return torch.cat([torch.cat([wr, -wi], -1), torch.cat([wi, wr], -1)], -2)
 
 
 class PadTo(nn.Module):
