@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .relax import as_inputs
 from .errors import XdfxError, XdfxInputError
 from .ops import XDConv
 from .ops.graph import XDGraphConv
@@ -120,16 +121,6 @@ class ExportResult:
 
 
 # ====================================================================== helpers
-def _as_inputs(example_inputs: Any) -> tuple:
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)) and example_inputs:
-        return tuple(example_inputs)
-    raise XdfxInputError(
-        f"example_inputs must be a tensor or a non-empty tuple of forward arguments, got {type(example_inputs).__name__}"
-    )
-
-
 def _device(model: nn.Module) -> torch.device:
     for t in list(model.parameters()) + list(model.buffers()):
         return t.device
@@ -498,7 +489,7 @@ def onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     device = _device(model)
-    args = _to(_as_inputs(example_inputs), device)
+    args = _to(as_inputs(example_inputs), device)
     was_training = model.training
     model.eval()
     try:
@@ -695,7 +686,7 @@ def compile(
     model.eval()
     served = CompiledModel(model, mode, backend)
     if example_inputs is not None:
-        args = _to(_as_inputs(example_inputs), _device(model))
+        args = _to(as_inputs(example_inputs), _device(model))
         with torch.no_grad():
             ref = _leaves(model(*args))
             got = _leaves(served(*args))
