@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import XdfxShapeError
 from .fft import batched_matmul, rfftn
 from .geometry import AxisGeometry
 from .xd import XDConv
@@ -280,35 +279,12 @@ class FrozenXD(nn.Module):
         so that the only complex values are the real FFTs' own: what torch.export (ONNX) and
         torch.compile trace, as the exporter cannot translate complex matmuls or conjugation."""
         xd = self.xd
-        xd._check_input(x)
-        geo = xd.geometry
-        d = len(geo)
-        dims = tuple(range(2, 2 + d))
-        ns = [g.n for g in geo]
-        if any(g.prepad for g in geo):
-            x = F.pad(x, [p for g in reversed(geo) for p in (g.pad if g.prepad else (0, 0))], mode=geo[0].mode)
-        sizes = x.shape[2:]
-        if len(xd.M):
-            x = F.pad(x, [p for g, s in zip(reversed(geo), reversed(sizes)) for p in (0, g.n - s)])
-            for i, q in enumerate(xd.M):
-                x = q(x, 2 + i)
+        dims = tuple(range(2, 2 + xd.spatial_dims))
+        ns = [g.n for g in xd.geometry]
+        x, sizes = xd.transform_in(x)
         z = self._mix(torch.view_as_real(rfftn(x, ns, dims)))
         y = torch.fft.irfftn(torch.view_as_complex(z), s=ns, dim=dims)
-        for i, q in enumerate(xd.K):
-            y = q(y, 2 + i)
-        for i, g in enumerate(geo):
-            idx = g.out_index(sizes[i] - (sum(g.pad) if g.prepad else 0), y.device)
-            y = y[(slice(None),) * (2 + i) + (idx,)] if isinstance(idx, slice) else y.index_select(2 + i, idx)
-        if xd.out_scale is not None:
-            if y.shape[2:] != xd.out_scale.shape:
-                raise XdfxShapeError(
-                    f"layer {xd.layer_name!r} (a relaxed pooling) was built for outputs of size "
-                    f"{tuple(xd.out_scale.shape)}, got {tuple(y.shape[2:])}; relax with inputs of this size"
-                )
-            y = y * xd.out_scale
-        if b is not None:
-            y = y + b.reshape(-1, *([1] * d))
-        return y
+        return xd.transform_out(y, sizes, b)
 
     def _mix(self, xf: torch.Tensor) -> torch.Tensor:
         """``z[b, o] = sum_i x[b, i] conj(wf[i, o])`` per frequency and group, on (real, imag)

@@ -274,25 +274,31 @@ class XDConv(nn.Module):
 
     def apply_spectrum(self, x: torch.Tensor, wf: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``Real(K diag(conj wf) M x) + bias`` for a kernel spectrum ``wf`` from :meth:`kernel_fft`."""
+        x, sizes = self.transform_in(x)
+        ns = [g.n for g in self.geometry]
+        dims = tuple(range(2, 2 + self.spatial_dims))
+        y = torch.fft.irfftn(self._mix(rfftn(x, ns, dims), wf), s=ns, dim=dims)
+        return self.transform_out(y, sizes, bias)
+
+    def transform_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
+        """Check ``x``, pad it as the conv pads it and apply ``Q_M``; returns it and its padded sizes."""
         self._check_input(x)
         geo = self.geometry
-        dims = tuple(range(2, 2 + self.spatial_dims))
-        ns = [g.n for g in geo]
         if any(g.prepad for g in geo):
-            pads = [p for g in reversed(geo) for p in (g.pad if g.prepad else (0, 0))]
-            x = F.pad(x, pads, mode=geo[0].mode)
+            x = F.pad(x, [p for g in reversed(geo) for p in (g.pad if g.prepad else (0, 0))], mode=geo[0].mode)
         sizes = x.shape[2:]
         if len(self.M):
             x = F.pad(x, [p for g, s in zip(reversed(geo), reversed(sizes)) for p in (0, g.n - s)])
             for i, q in enumerate(self.M):
                 x = q(x, 2 + i)
-        y = self._mix(rfftn(x, ns, dims), wf)
-        y = torch.fft.irfftn(y, s=ns, dim=dims)
+        return x, sizes
+
+    def transform_out(self, y: torch.Tensor, sizes: torch.Size, bias: torch.Tensor | None) -> torch.Tensor:
+        """Apply ``Q_K`` to the circular result, keep the conv's outputs, scale (pools), add ``bias``."""
         for i, q in enumerate(self.K):
             y = q(y, 2 + i)
-        for i, g in enumerate(geo):
-            size = sizes[i] - (sum(g.pad) if g.prepad else 0)
-            idx = g.out_index(size, y.device)
+        for i, g in enumerate(self.geometry):
+            idx = g.out_index(sizes[i] - (sum(g.pad) if g.prepad else 0), y.device)
             y = y[(slice(None),) * (2 + i) + (idx,)] if isinstance(idx, slice) else y.index_select(2 + i, idx)
         if self.out_scale is not None:
             if y.shape[2:] != self.out_scale.shape:
