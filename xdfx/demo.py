@@ -97,7 +97,12 @@ def run_demo(arch: str = "monarch", seed: int = 0, epochs: int = 25, ntrain: int
                   f"(warm-start error {warm:.1e})")
     searched = fit(relaxed, "the XD model (search)")
     hardened = harden(searched, tol=1e-3, example_inputs=(test_x[:20],))
-    console.print(hardened.xdfx_report.table())
+    chosen = Table(title="xdfx.harden: what each XD layer became")
+    for col in ("layer", "form", "detail", "error", "runner-up"):
+        chosen.add_column(col)
+    for r in hardened.xdfx_report:
+        chosen.add_row(r.name, r.form, r.detail, f"{r.error:.1e}", r.runner_up or "-")
+    console.print(chosen)
 
     rows = []
 
