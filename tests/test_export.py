@@ -428,3 +428,21 @@ def test_compile_falls_back_to_eager_with_warning() -> None:
         assert torch.equal(served(x), hard(x))
     with pytest.raises(xdfx.XdfxInputError, match="mode 'fastest'"):
         xdfx.export.compile(hard, mode="fastest")
+
+
+def test_searched_permuted_digits_model_exports(tmp_path) -> None:
+    """A relaxed CNN searched on permuted digits (real data, real steps) hardens and exports, and
+    onnxruntime agrees with PyTorch at two batch sizes."""
+    from benchmarks.search_results import DigitsCNN
+    from xdfx.search import optimizers, search
+    from xdfx.tasks import permuted_digits
+
+    torch.manual_seed(0)
+    data = permuted_digits.load(seed=0)
+    loader = [(data["x_train"][i:i + 64], data["y_train"][i:i + 64]) for i in range(0, 256, 64)]
+    relaxed = xdfx.relax(DigitsCNN(width=8), data["x_train"][:2])
+    search(relaxed, loader, torch.nn.functional.cross_entropy, 2, opt=optimizers(relaxed), progress=False)
+    assert any(float(p.grad.abs().sum()) > 0 for p in xdfx.arch_parameters(relaxed) if p.grad is not None)
+    hard = xdfx.harden(relaxed.eval(), tol=1e-3, example_inputs=(data["x_test"][:32],))
+    result = xdfx.export.onnx(hard, (data["x_test"][:8],), tmp_path / "digits.onnx", check_batches=(1, 5))
+    assert set(result.errors) >= {1, 5} and max(result.errors.values()) <= 1e-4
