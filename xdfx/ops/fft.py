@@ -79,5 +79,5 @@ def batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     materialised once instead.
     """
     if not torch.is_grad_enabled() or not (a.requires_grad or b.requires_grad):
-        return torch.matmul(a, b)
+        return torch.matmul(a.contiguous(), b.contiguous())
     return _BatchedMatmul.apply(a.contiguous(), b.contiguous())

@@ -131,6 +131,20 @@ class AxisGeometry:
                 f"example inputs of the size you will use."
             )
 
+    def gather(self, y: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+        """The conv's outputs along ``dim`` of the length-``n`` circular result ``y`` (input length
+        ``size``): a strided slice, after a roll where they wrap around (a copy in chunks, where
+        ``index_select`` gathers element by element)."""
+        t = self.out_size(size)
+        start = 0 if self.prepad else -self.pad[0]
+        last = start + self.stride * (t - 1)
+        if start < 0 and last < self.n + start:  # wraps once: roll the tail to the front
+            y = torch.roll(y, shifts=-start, dims=dim)
+            start, last = 0, last - start
+        if start >= 0 and last < self.n:
+            return y.narrow(dim, start, last - start + 1)[(slice(None),) * dim + (slice(None, None, self.stride),)]
+        return y.index_select(dim, self.out_index(size, y.device))
+
     def out_index(self, size: int, device: torch.device) -> torch.Tensor | slice:
         """Positions of the outputs inside the length-``n`` circular result."""
         t = self.out_size(size)

@@ -196,8 +196,7 @@ class SpectralConv(nn.Module):
                 zi = zi.new_zeros(shape).index_copy(2 + i, keep[i], zi)
         y = torch.fft.irfftn(torch.view_as_complex(torch.stack([zr, zi], -1)), s=ns, dim=dims)
         for i, g in enumerate(geo):
-            idx = g.out_index(sizes[i] - (sum(g.pad) if g.prepad else 0), y.device)
-            y = y[(slice(None),) * (2 + i) + (idx,)] if isinstance(idx, slice) else y.index_select(2 + i, idx)
+            y = g.gather(y, 2 + i, sizes[i] - (sum(g.pad) if g.prepad else 0))
         return y
 
     # -------------------------------------------------------------- matmul path

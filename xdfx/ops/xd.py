@@ -298,8 +298,7 @@ class XDConv(nn.Module):
         for i, q in enumerate(self.K):
             y = q(y, 2 + i)
         for i, g in enumerate(self.geometry):
-            idx = g.out_index(sizes[i] - (sum(g.pad) if g.prepad else 0), y.device)
-            y = y[(slice(None),) * (2 + i) + (idx,)] if isinstance(idx, slice) else y.index_select(2 + i, idx)
+            y = g.gather(y, 2 + i, sizes[i] - (sum(g.pad) if g.prepad else 0))
         if self.out_scale is not None:
             if y.shape[2:] != self.out_scale.shape:
                 raise XdfxShapeError(
