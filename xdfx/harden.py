@@ -149,7 +149,7 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         _install(gm, name, best, is_graph)
         records.append(
             HardenRecord(
-                name, best.form, best.detail, best.error, before * x.shape[0] / x.shape[0], best.flops,
+                name, best.form, best.detail, best.error, before, best.flops,
                 sum(p.numel() for p in layer.parameters()), best.params,
                 runner.form if runner else "", runner.error if runner else None, runner.flops if runner else None,
             )
@@ -170,14 +170,12 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
 def _install(gm: nn.Module, name: str, chosen: Candidate, is_graph: bool) -> None:
     """Put the chosen form in place of the XD layer ``name`` (graph node or module inside a leaf)."""
     nodes = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == name] if is_graph else []
-    if chosen.call is not None:
-        fn = chosen.call.__defaults__[1]
-        o = chosen.call.__defaults__[2]
+    if chosen.function is not None:
         for node in nodes:
             x, w = node.args[0], node.args[1]
             b = node.args[2] if len(node.args) > 2 else None
             with gm.graph.inserting_before(node):
-                new = gm.graph.call_function(fn, (x, w, b, o["stride"], o["padding"], o["dilation"], o["groups"]))
+                new = gm.graph.call_function(chosen.function, (x, w, b), dict(chosen.options))
             node.replace_all_uses_with(new)
             gm.graph.erase_node(node)
         gm.delete_submodule(name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 from typing import Callable, Sequence
 
@@ -41,7 +41,8 @@ class Candidate:
     flops: float
     detail: str = ""
     error: float = math.inf
-    call: Callable | None = None  # a functional replacement (conv_function), called as call(x, weight, bias)
+    function: Callable | None = None  # a functional replacement (conv_function): function(x, weight, bias, **options)
+    options: dict = field(default_factory=dict)
 
     @property
     def cost(self) -> float:
@@ -271,9 +272,9 @@ def xdconv_candidates(xd: XDConv, probes: Sequence[torch.Tensor], tol: float, we
     plain_m = all(k == "identity" for k, _ in kinds_m)
     plain_k = all(k == "identity" for k, _ in kinds_k)
     if origin.get("kind") == "conv_function" and plain_m and plain_k and xd.growth is not None and float(xd.growth.abs().max()) <= 0:
-        fn, o = origin["function"], origin
-        call = lambda x, w, b=None, fn=fn, o=o: fn(x, w, b, o["stride"], o["padding"], o["dilation"], o["groups"])  # noqa: E731
-        cands.append(Candidate("conv_function", None, 0.0, f"{fn.__name__}", call=call))
+        fn = origin["function"]
+        options = {k: origin[k] for k in ("stride", "padding", "dilation", "groups")}
+        cands.append(Candidate("conv_function", None, 0.0, fn.__name__, function=fn, options=options))
     reference = lambda t: xd(t, weight, weight_bias)  # noqa: E731
     measure_fn = lambda module: measure(reference, Candidate("spectral", module, 0.0), probes, weight, weight_bias)  # noqa: E731
     if plain_m and plain_k:
@@ -342,8 +343,8 @@ def measure(reference: Callable, candidate: Candidate, probes: Sequence[torch.Te
         for x in probes:
             ref = reference(x)
             try:
-                if candidate.call is not None:
-                    got = candidate.call(x, weight, bias)
+                if candidate.function is not None:
+                    got = candidate.function(x, weight, bias, **candidate.options)
                 elif candidate.form == "frozen" and isinstance(candidate.module, FrozenXD):
                     got = candidate.module(x, bias)
                 else:

@@ -39,18 +39,13 @@ def _constant(gm: fx.GraphModule, node) -> torch.Tensor | None:
 
 
 def _parameter(gm: fx.GraphModule, node) -> torch.Tensor | None:
+    """The parameter a ``get_attr`` node refers to, if any."""
     if not isinstance(node, fx.Node) or node.op != "get_attr":
         return None
-    value = gm.get_parameter(node.target) if _is_param(gm, node.target) else None
-    return value
-
-
-def _is_param(gm: fx.GraphModule, target: str) -> bool:
     try:
-        gm.get_parameter(target)
-        return True
+        return gm.get_parameter(node.target)
     except AttributeError:
-        return False
+        return None
 
 
 def relax_graph_convs(ctx: RelaxContext) -> None:
