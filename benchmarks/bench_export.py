@@ -54,7 +54,7 @@ def hardened_spectral(modes: int = 16, width: int = 32, length: int = 1024) -> n
     spec[..., :modes] = torch.randn(width, width, modes, dtype=torch.complex64) / width
     spec[..., 0] = spec[..., 0].real
     with torch.no_grad():
-        xd.weight.copy_(torch.fft.irfft(spec.conj(), n=length))
+        xd.set_kernel(torch.fft.irfft(spec.conj(), n=length))
     hard = xdfx.harden(relaxed)
     (rec,) = hard.xdfx_report.records
     if rec.form != "spectral":

@@ -99,8 +99,7 @@ def _plant_spectrum(xd: XDConv, modes: int) -> None:
     spec = torch.zeros(xd.out_channels, xd.in_channels // xd.groups, *ns[:-1], ns[-1] // 2 + 1, dtype=torch.complex64)
     block = torch.randn(*spec.shape[:2], *(len(k) for k in keep), dtype=torch.complex64)
     spec[(slice(None), slice(None), *torch.meshgrid(*keep, indexing="ij"))] = block
-    with torch.no_grad():
-        xd.weight.copy_(torch.fft.irfftn(spec.conj(), s=ns, dim=tuple(range(2, 2 + len(ns)))))
+    xd.set_kernel(torch.fft.irfftn(spec.conj(), s=ns, dim=tuple(range(2, 2 + len(ns)))))
 
 
 @pytest.mark.parametrize(
@@ -215,15 +214,15 @@ def test_frozen_xd_layer_exports(conv, shape, tmp_path) -> None:
 
 
 def _plant_zero(xd: XDConv) -> None:
-    with torch.no_grad():
-        xd.weight.zero_()
+    xd.set_kernel(torch.zeros_like(xd.kernel()))
 
 
 def _plant_identity(xd: XDConv) -> None:
+    w = torch.zeros_like(xd.kernel())
+    w[:, :, 1] = torch.eye(xd.in_channels)
+    xd.set_kernel(w)
     with torch.no_grad():
-        xd.weight.zero_()
         xd.bias.zero_()
-        xd.weight[:, :, 1] = torch.eye(xd.in_channels)
 
 
 def _plant_permutation(xd: XDConv) -> None:
@@ -274,15 +273,26 @@ def test_frozen_graph_conv_exports(tmp_path) -> None:
 
 
 # ------------------------------------------------------------------------------------- errors
-def test_unhardened_model_names_op_and_suggests_harden(tmp_path) -> None:
+def test_relaxed_model_exports_directly(tmp_path) -> None:
+    """XD layers keep complex values inside rfft/irfft and one complex matmul per frequency,
+    which the exporter translates: an unhardened model exports and is verified too."""
     x = torch.randn(2, 3, 40)
     relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(3, 3, 3, padding=1), nn.ReLU(), nn.Conv1d(3, 2, 3)), x)
+    result = _export(relaxed, x, tmp_path)
+    got = xdfx.export.ort_session(result.path).run(None, {result.input_names[0]: x.numpy()})[0]
+    with torch.no_grad():
+        ref = relaxed(x)
+    assert float(np.abs(got - ref.numpy()).max()) <= TOL * float(ref.abs().max())
+
+
+def test_unsupported_op_next_to_xd_layers_names_op_and_suggests_harden(tmp_path) -> None:
+    x = torch.randn(2, 4, 16)
+    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(4, 4, 3, padding=1), _KthValue()), x)
     with pytest.raises(XdfxExportError) as info:
         _export(relaxed, x, tmp_path)
     msg = str(info.value)
-    assert "no ONNX translation for op aten._conj_physical" in msg, msg
-    assert "module '0' (XDConv)" in msg, msg
-    assert "call xdfx.harden(model" in msg and "'2' (XDConv)" in msg, msg
+    assert "no ONNX translation for op aten.kthvalue" in msg, msg
+    assert "XD layers ('0'" in msg and "xdfx.harden(model" in msg, msg
     assert isinstance(info.value.__cause__, Exception)
 
 

@@ -55,9 +55,9 @@ def test_planted_dilated_conv() -> None:
     torch.manual_seed(0)
     relaxed, xd = _relaxed_layer(nn.Conv1d(4, 4, 3, padding=1), 64)
     n = xd.geometry[0].n
-    with torch.no_grad():  # 7 taps, dilation 2, centred: circular offsets -5, -3, ..., 7 (pad 1)
-        xd.weight.zero_()
-        xd.weight[..., [(-5 + 2 * j) % n for j in range(7)]] = torch.randn(4, 4, 7)
+    w = torch.zeros(4, 4, n)  # 7 taps, dilation 2, centred: circular offsets -5, -3, ..., 7 (pad 1)
+    w[..., [(-5 + 2 * j) % n for j in range(7)]] = torch.randn(4, 4, 7)
+    xd.set_kernel(w)
     hard = xdfx.harden(relaxed)
     (rec,) = hard.xdfx_report.records
     conv = hard.get_submodule("0")
@@ -73,8 +73,7 @@ def test_planted_fno_layer() -> None:
     spec = torch.zeros(6, 6, 65, dtype=torch.complex64)
     spec[..., :12] = torch.randn(6, 6, 12, dtype=torch.complex64)
     spec[..., 0] = spec[..., 0].real
-    with torch.no_grad():
-        xd.weight.copy_(torch.fft.irfft(spec.conj(), n=128))
+    xd.set_kernel(torch.fft.irfft(spec.conj(), n=128))
     hard = xdfx.harden(relaxed, tol=1e-4)
     (rec,) = hard.xdfx_report.records
     assert rec.form == "spectral" and rec.detail.startswith("modes=12"), rec
@@ -101,11 +100,12 @@ def test_planted_permuted_input_conv() -> None:
 @pytest.mark.parametrize("planted", ["identity", "zero"])
 def test_planted_identity_and_zero(planted: str) -> None:
     relaxed, xd = _relaxed_layer(nn.Conv1d(4, 4, 3, padding=1), 33)
+    w = torch.zeros(4, 4, xd.geometry[0].n)
+    if planted == "identity":
+        w[:, :, 1] = torch.eye(4)  # the centre tap: y = x
+    xd.set_kernel(w)
     with torch.no_grad():
-        xd.weight.zero_()
         xd.bias.zero_()
-        if planted == "identity":
-            xd.weight[:, :, 1] = torch.eye(4)  # the centre tap: y = x
     hard = xdfx.harden(relaxed)
     assert hard.xdfx_report.records[0].form == planted
     x = torch.randn(2, 4, 33)
@@ -145,6 +145,6 @@ def test_harden_errors() -> None:
         xdfx.harden(nn.Sequential(nn.Conv1d(1, 1, 3)))
     relaxed, xd = _relaxed_layer(nn.Conv1d(2, 2, 3), 16)
     with torch.no_grad():
-        xd.weight[0, 0, 0] = math.nan
-    with pytest.raises(xdfx.XdfxError, match=r"'0.weight' has NaN"):
+        xd.spectral_weight[0, 0, 0, 0] = math.nan
+    with pytest.raises(xdfx.XdfxError, match=r"'0.spectral_weight' has NaN"):
         xdfx.harden(relaxed)

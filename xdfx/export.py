@@ -370,9 +370,9 @@ def _explain(model: nn.Module, exc: BaseException) -> str:
     xd = _xd_layers(model)
     if xd:
         parts.append(
-            f"The model still contains XD layers ({', '.join(xd[:4])}{', ...' if len(xd) > 4 else ''}), whose "
-            "complex arithmetic ONNX cannot express: call xdfx.harden(model, example_inputs=...) first and export "
-            "the hardened model"
+            f"The model still contains XD layers ({', '.join(xd[:4])}{', ...' if len(xd) > 4 else ''}): "
+            "xdfx.harden(model, example_inputs=...) replaces them with standard operators, which is also what "
+            "to export for serving"
         )
     return "xdfx.export.onnx: " + ". ".join(parts) + "."
 

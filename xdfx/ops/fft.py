@@ -13,16 +13,26 @@ from typing import Sequence
 import torch
 
 
+def _forward_rfftn(x: torch.Tensor, s: tuple[int, ...], dim: tuple[int, ...], conj: bool) -> torch.Tensor:
+    # conj(rfftn(x)) of a real x is its inverse real FFT without the 1/N (in 1-d torch computes
+    # that as a lazily conjugated rfft, resolved here so that the result can be viewed as real).
+    if conj:
+        return torch.fft.ihfftn(x, s=s, dim=dim, norm="forward").resolve_conj()
+    return torch.fft.rfftn(x, s=s, dim=dim)
+
+
 class _RealFFT(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, s: tuple[int, ...], dim: tuple[int, ...]) -> torch.Tensor:
-        ctx.s, ctx.dim, ctx.sizes = s, dim, tuple(x.shape[d] for d in dim)
-        return torch.fft.rfftn(x, s=s, dim=dim)
+    def forward(ctx, x: torch.Tensor, s: tuple[int, ...], dim: tuple[int, ...], conj: bool) -> torch.Tensor:
+        ctx.s, ctx.dim, ctx.sizes, ctx.conj = s, dim, tuple(x.shape[d] for d in dim), conj
+        return _forward_rfftn(x, s, dim, conj)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         s, dim = ctx.s, ctx.dim
+        if ctx.conj:
+            grad = grad.conj()
         n = s[-1]
         scale = torch.full((n // 2 + 1,), 0.5, dtype=grad.real.dtype, device=grad.device)
         scale[0] = 1.0
@@ -34,17 +44,18 @@ class _RealFFT(torch.autograd.Function):
         for d, size in zip(dim, ctx.sizes):
             if size != gx.shape[d]:
                 gx = gx.narrow(d, 0, size)
-        return gx, None, None
+        return gx, None, None, None
 
 
-def rfftn(x: torch.Tensor, s: Sequence[int], dim: Sequence[int]) -> torch.Tensor:
-    """``torch.fft.rfftn(x, s, dim)`` (zero-extends ``x`` to ``s``) with a real-FFT backward."""
+def rfftn(x: torch.Tensor, s: Sequence[int], dim: Sequence[int], conj: bool = False) -> torch.Tensor:
+    """``torch.fft.rfftn(x, s, dim)`` (zero-extends ``x`` to ``s``) with a real-FFT backward;
+    ``conj=True`` returns its complex conjugate at no extra cost."""
     s, dim = tuple(int(v) for v in s), tuple(int(d) % x.dim() for d in dim)
     if any(x.shape[d] > n for d, n in zip(dim, s)):
         raise ValueError(f"rfftn: input sizes {[x.shape[d] for d in dim]} exceed the transform {s}")
     if not torch.is_grad_enabled() or not x.requires_grad:
-        return torch.fft.rfftn(x, s=s, dim=dim)
-    return _RealFFT.apply(x, s, dim)
+        return _forward_rfftn(x, s, dim, conj)
+    return _RealFFT.apply(x, s, dim, conj)
 
 
 

@@ -260,21 +260,21 @@ class FrozenXD(nn.Module):
         for p in frozen.parameters():
             p.requires_grad_(False)
         with torch.no_grad():
-            wf = xd.kernel_fft(weight)
-        frozen.weight = frozen.growth = None
+            diag = xd.diagonal(weight)
+        frozen.weight = frozen.growth = frozen.spectral_weight = None
         frozen.L = nn.ModuleList()
         self.xd = frozen
-        self.register_buffer("spectrum", torch.view_as_real(wf.resolve_conj()).contiguous())
+        self.register_buffer("diagonal", torch.view_as_real(diag.resolve_conj()).contiguous())
         self.bias = nn.Parameter(xd.bias.detach().clone()) if xd.bias is not None else None
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         b = self.bias if bias is None else bias
         if not torch.compiler.is_compiling():  # eager: exactly the XD layer's own computation
-            return self.xd.apply_spectrum(x, torch.view_as_complex(self.spectrum), b)
+            return self.xd.apply_diagonal(x, torch.view_as_complex(self.diagonal), b)
         return self.forward_real(x, b)
 
     def forward_real(self, x: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        """``XDConv.apply_spectrum`` with the per-frequency channel mixing on (real, imag) pairs,
+        """``XDConv.apply_diagonal`` with the per-frequency channel mixing on (real, imag) pairs,
         so that the only complex values are the real FFTs' own: what torch.export (ONNX) and
         torch.compile trace, as the exporter cannot translate complex matmuls or conjugation."""
         xd = self.xd
@@ -286,20 +286,20 @@ class FrozenXD(nn.Module):
         return xd.transform_out(y, sizes, b)
 
     def _mix(self, xf: torch.Tensor) -> torch.Tensor:
-        """``z[b, o] = sum_i x[b, i] conj(wf[i, o])`` per frequency and group, on (real, imag)
-        pairs ``(b, C_in, *freq, 2)`` -> ``(b, C_out, *freq, 2)``: for ``C_in/g > 1`` one real
-        batched matmul ``[xr, xi] @ [[wr, -wi], [wi, wr]]`` (the flops of the complex one)."""
+        """``z[b, o] = sum_i x[b, i] v[i, o]`` (``v`` the diagonal) per frequency and group, on
+        (real, imag) pairs ``(b, C_in, *freq, 2)`` -> ``(b, C_out, *freq, 2)``: for ``C_in/g > 1``
+        one real batched matmul ``[xr, xi] @ [[vr, vi], [-vi, vr]]`` (the flops of the complex one)."""
         xd = self.xd
         b, g = xf.shape[0], xd.groups
         freq = xf.shape[2:-1]
         p = math.prod(freq)
         cin, cout = xd.in_channels // g, xd.out_channels // g
         if cin == 1:  # depthwise-like: a broadcast product, no matmul
-            w = self.spectrum.reshape(p, g, cout, 2).permute(1, 2, 0, 3)  # (g, cout, p, 2)
-            wr, wi = w[..., 0], w[..., 1]
+            v = self.diagonal.reshape(p, g, cout, 2).permute(1, 2, 0, 3)  # (g, cout, p, 2)
+            vr, vi = v[..., 0], v[..., 1]
             xf = xf.reshape(b, g, 1, p, 2)
             xr, xi = xf[..., 0], xf[..., 1]
-            z = torch.stack([xr * wr + xi * wi, xi * wr - xr * wi], -1)  # (b, g, cout, p, 2)
+            z = torch.stack([xr * vr - xi * vi, xi * vr + xr * vi], -1)  # (b, g, cout, p, 2)
         else:
             x2 = xf.reshape(b, g, cin, p, 2).permute(3, 1, 0, 4, 2).reshape(p, g, b, 2 * cin)
             z2 = batched_matmul(x2, self._block_weight())  # (p, g, b, 2 cout)
@@ -307,12 +307,12 @@ class FrozenXD(nn.Module):
         return z.contiguous().reshape(b, xd.out_channels, *freq, 2)
 
     def _block_weight(self) -> torch.Tensor:
-        """``[[wr, -wi], [wi, wr]]`` per frequency and group: ``(p, g, 2 C_in/g, 2 C_out/g)``
+        """``[[vr, vi], [-vi, vr]]`` per frequency and group: ``(p, g, 2 C_in/g, 2 C_out/g)``
         (a constant of the traced graph)."""
         xd, g = self.xd, self.xd.groups
-        w = self.spectrum.reshape(-1, g, xd.in_channels // g, xd.out_channels // g, 2)
-        wr, wi = w[..., 0], w[..., 1]
-        return torch.cat([torch.cat([wr, -wi], -1), torch.cat([wi, wr], -1)], -2)
+        v = self.diagonal.reshape(-1, g, xd.in_channels // g, xd.out_channels // g, 2)
+        vr, vi = v[..., 0], v[..., 1]
+        return torch.cat([torch.cat([vr, vi], -1), torch.cat([-vi, vr], -1)], -2)
 
 
 class PadTo(nn.Module):

@@ -118,24 +118,31 @@ class XDConv(nn.Module):
         self.layer_name = ""
         self.origin: dict | None = None  # what relax built it from (harden prefers that form on ties)
         kw = {"device": device, "dtype": dtype}
+        learn = arch == "monarch"
+        truncated = any(g.kernel_buffer < g.n for g in self.geometry)
+        # A full-length owned kernel is stored as its diagonal ``L w`` itself (see ``spectral``).
+        self.spectral = not external_weight and not truncated
         shape = (out_channels, in_channels // groups, *(g.kernel_buffer for g in self.geometry))
+        self.register_parameter("weight", None)
+        self.register_parameter("growth", None)
+        self.register_parameter("spectral_weight", None)
         if external_weight:
-            self.register_parameter("weight", None)
             self.growth = nn.Parameter(torch.zeros(shape, **kw))
+        elif self.spectral:
+            freq = (*(g.n for g in self.geometry[:-1]), self.geometry[-1].n // 2 + 1)
+            cin, cout = in_channels // groups, out_channels // groups
+            self.spectral_weight = nn.Parameter(torch.zeros((*freq, groups, cin, cout, 2), **kw))
         else:
             self.weight = nn.Parameter(torch.zeros(shape, **kw))
-            self.register_parameter("growth", None)
         self.register_buffer("out_scale", None)  # fixed per-position scale (pooling divisors)
         has_bias = bias and not external_weight
         self.bias = nn.Parameter(torch.zeros(out_channels, **kw)) if has_bias else None
         monarchs = lambda: nn.ModuleList(Monarch(g.n, **kw) for g in self.geometry)  # noqa: E731
-        learn = arch == "monarch"
         self.M = monarchs() if learn else nn.ModuleList()
         self.K = monarchs() if learn else nn.ModuleList()
         # With a full-length kernel, a learnable L adds no expressivity (every diagonal is
         # already F w for some w), so L is learnable only where the kernel buffer is truncated.
-        truncated = learn and any(g.kernel_buffer < g.n for g in self.geometry)
-        self.L = nn.ModuleList(LinearMap.embedding(g.kernel_buffer, g.n, **kw) for g in self.geometry) if truncated else nn.ModuleList()
+        self.L = nn.ModuleList(LinearMap.embedding(g.kernel_buffer, g.n, **kw) for g in self.geometry) if learn and truncated else nn.ModuleList()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -168,7 +175,7 @@ class XDConv(nn.Module):
             dtype=conv.weight.dtype,
         )
         with torch.no_grad():
-            xd.weight.copy_(xd.embed(conv.weight))
+            xd.set_kernel(xd.embed(conv.weight))
             if conv.bias is not None:
                 xd.bias.copy_(conv.bias)
         return xd
@@ -196,49 +203,85 @@ class XDConv(nn.Module):
         buf[index] = taps
         return buf
 
+    @property
+    def frequency_shape(self) -> tuple[int, ...]:
+        """Shape of the real FFT of one spatial kernel: ``(n_1, ..., n_d // 2 + 1)``."""
+        ns = [g.n for g in self.geometry]
+        return (*ns[:-1], ns[-1] // 2 + 1)
+
+    def _to_mix_layout(self, spec: torch.Tensor) -> torch.Tensor:
+        """``(C_out, C_in/g, *freq)`` -> ``(*freq, g, C_in/g, C_out/g)``."""
+        d, g = self.spatial_dims, self.groups
+        spec = spec.reshape(g, self.out_channels // g, *spec.shape[1:])
+        return spec.permute(*range(3, 3 + d), 0, 2, 1)
+
+    def _from_mix_layout(self, diag: torch.Tensor) -> torch.Tensor:
+        """``(*freq, g, C_in/g, C_out/g)`` -> ``(C_out, C_in/g, *freq)``."""
+        d, g = self.spatial_dims, self.groups
+        diag = diag.permute(d, d + 2, d + 1, *range(d))  # (g, cout, cin, *freq)
+        return diag.reshape(self.out_channels, self.in_channels // g, *diag.shape[3:])
+
     def kernel(self, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """The real kernel buffer ``w``: the owned weight, or external taps plus growth."""
+        """The real kernel ``w`` ``(C_out, C_in/g, *kernel_buffer)``: the owned weight, external
+        taps plus growth, or (``spectral``) the inverse real FFT of the stored diagonal."""
         if self.external_weight:
             if weight is None:
                 raise XdfxShapeError(f"layer {self.layer_name!r} takes its conv weight as an input")
             return self.embed(weight) + self.growth
+        if self.spectral:
+            ns = [g.n for g in self.geometry]
+            spec = self._from_mix_layout(torch.view_as_complex(self.spectral_weight)).conj()
+            return torch.fft.irfftn(spec, s=ns, dim=tuple(range(2, 2 + self.spatial_dims)))
         return self.weight
+
+    @torch.no_grad()
+    def set_kernel(self, w: torch.Tensor) -> None:
+        """Set the owned kernel to the real ``w`` ``(C_out, C_in/g, *kernel_buffer)`` (for
+        external weights: the growth)."""
+        if self.external_weight:
+            self.growth.copy_(w)
+        elif self.spectral:
+            self.spectral_weight.copy_(torch.view_as_real(self.diagonal_of(w.to(self.spectral_weight.dtype))))
+        else:
+            self.weight.copy_(w)
 
     def _spectrum_key(self, weight: torch.Tensor | None) -> tuple:
         tensors = [t for t in (weight, self.weight, self.growth) if t is not None] + list(self.L.parameters())
         return tuple((id(t), t._version, t.device, t.dtype) for t in tensors)
 
-    def kernel_fft(self, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """``F Q_L w`` laid out ``(*freq, groups, C_in/g, C_out/g)`` for the per-frequency matmul.
+    def diagonal(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``L w`` laid out ``(*freq, groups, C_in/g, C_out/g)``, the per-frequency matmul operand.
 
-        The diagonal ``L w`` is its complex conjugate (the kernel flip). When no gradient is
-        needed (inference) it is cached until a parameter changes (their version counters).
+        A ``spectral`` layer stores it (no per-call transform). Otherwise it is ``conj F Q_L w``,
+        cached while no gradient is needed until a parameter changes (their version counters).
         """
+        if self.spectral:
+            return torch.view_as_complex(self.spectral_weight)
         if torch.is_grad_enabled():
             self.__dict__.pop("_spectrum_cache", None)
-            return self._kernel_fft(weight)
+            return self._diagonal(weight)
         key = self._spectrum_key(weight)
         cached = self.__dict__.get("_spectrum_cache")
         if cached is None or cached[0] != key:
-            cached = (key, self._kernel_fft(weight))
+            cached = (key, self._diagonal(weight))
             self.__dict__["_spectrum_cache"] = cached
         return cached[1]
 
-    def _kernel_fft(self, weight: torch.Tensor | None) -> torch.Tensor:
+    def _diagonal(self, weight: torch.Tensor | None) -> torch.Tensor:
         w = self.kernel(weight)
-        d, g = self.spatial_dims, self.groups
         for i, q in enumerate(self.L):
             w = q(w, 2 + i)
-        wf = rfftn(w, [geo.n for geo in self.geometry], range(2, 2 + d))  # (C_out, cin, *freq)
-        wf = wf.reshape(g, self.out_channels // g, *wf.shape[1:])
-        return wf.permute(*range(3, 3 + d), 0, 2, 1)  # (*freq, g, cin, cout)
+        return self.diagonal_of(w)
+
+    def diagonal_of(self, w: torch.Tensor) -> torch.Tensor:
+        """``conj F w`` of a real length-n kernel ``(C_out, C_in/g, *n)`` in the layout of
+        :meth:`diagonal` (differentiable)."""
+        dims = range(2, 2 + self.spatial_dims)
+        return self._to_mix_layout(rfftn(w, [g.n for g in self.geometry], dims, conj=True)).contiguous()
 
     def spectrum(self, weight: torch.Tensor | None = None) -> torch.Tensor:
         """``L w``: the diagonal applied per frequency, shape ``(C_out, C_in/g, n_1, ..., n_d//2+1)``."""
-        wf = self.kernel_fft(weight).conj()
-        d, g = self.spatial_dims, self.groups
-        wf = wf.permute(d, d + 2, d + 1, *range(d))  # (g, cout, cin, *freq)
-        return wf.reshape(self.out_channels, self.in_channels // g, *wf.shape[3:])
+        return self._from_mix_layout(self.diagonal(weight))
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
@@ -249,35 +292,35 @@ class XDConv(nn.Module):
         for i, g in enumerate(self.geometry):
             g.check(x.shape[2 + i], self.layer_name, i)
 
-    def _mix(self, xf: torch.Tensor, wf: torch.Tensor) -> torch.Tensor:
-        """Per frequency and group, ``y[b, o] = sum_i x[b, i] conj(wf[i, o])``: one batched matmul.
+    def _mix(self, xf: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+        """Per frequency and group, ``y[b, o] = sum_i x[b, i] diag[i, o]``: one batched matmul.
 
-        ``wf`` comes from :meth:`kernel_fft`. Operands are made contiguous and conjugated
-        physically: complex matmuls on strided or conjugate views copy every matrix.
+        ``diag`` comes from :meth:`diagonal`. Operands are made contiguous: complex matmuls on
+        strided views copy every matrix.
         """
         b, g = xf.shape[0], self.groups
         freq = xf.shape[2:]
         p = math.prod(freq)
         cin, cout = self.in_channels // g, self.out_channels // g
-        wf = wf.reshape(p, g, cin, cout).conj_physical()
+        diag = diag.reshape(p, g, cin, cout)
         if cin == 1:
-            y = xf.reshape(b, g, 1, p) * wf.permute(1, 3, 0, 2).reshape(g, cout, p)
+            y = xf.reshape(b, g, 1, p) * diag.permute(1, 3, 0, 2).reshape(g, cout, p)
         else:
             xg = xf.reshape(b, g, cin, p).permute(3, 1, 0, 2).contiguous()  # (p, g, b, cin)
-            y = batched_matmul(xg, wf).permute(2, 1, 3, 0)  # (b, g, cout, p)
+            y = batched_matmul(xg, diag).permute(2, 1, 3, 0)  # (b, g, cout, p)
         return y.reshape(b, self.out_channels, *freq)
 
     def forward(
         self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.apply_spectrum(x, self.kernel_fft(weight), self.bias if bias is None else bias)
+        return self.apply_diagonal(x, self.diagonal(weight), self.bias if bias is None else bias)
 
-    def apply_spectrum(self, x: torch.Tensor, wf: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """``Real(K diag(conj wf) M x) + bias`` for a kernel spectrum ``wf`` from :meth:`kernel_fft`."""
+    def apply_diagonal(self, x: torch.Tensor, diag: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``Real(K diag(L w) M x) + bias`` for ``L w`` from :meth:`diagonal`."""
         x, sizes = self.transform_in(x)
         ns = [g.n for g in self.geometry]
         dims = tuple(range(2, 2 + self.spatial_dims))
-        y = torch.fft.irfftn(self._mix(rfftn(x, ns, dims), wf), s=ns, dim=dims)
+        y = torch.fft.irfftn(self._mix(rfftn(x, ns, dims), diag), s=ns, dim=dims)
         return self.transform_out(y, sizes, bias)
 
     def transform_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:

@@ -271,7 +271,7 @@ def xdconv_candidates(xd: XDConv, probes: Sequence[torch.Tensor], tol: float, we
         cands.append(Candidate("pool", pool, float(xd.in_channels * math.prod(k) * math.prod(t)), repr(pool)))
     plain_m = all(k == "identity" for k, _ in kinds_m)
     plain_k = all(k == "identity" for k, _ in kinds_k)
-    if origin.get("kind") == "conv_function" and plain_m and plain_k and xd.growth is not None and float(xd.growth.abs().max()) <= 0:
+    if origin.get("kind") == "conv_function" and plain_m and plain_k and xd.growth is not None and float(xd.growth.detach().abs().max()) <= 0:
         fn = origin["function"]
         options = {k: origin[k] for k in ("stride", "padding", "dilation", "groups")}
         cands.append(Candidate("conv_function", None, 0.0, fn.__name__, function=fn, options=options))

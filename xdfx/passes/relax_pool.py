@@ -56,7 +56,7 @@ def pool_to_xd(
     geometry = XDConv.plan_geometry(spatial, kernel, stride, (1,) * d, pads, "zeros", max_kernel_size)
     xd = XDConv(channels, channels, geometry, groups=channels, bias=False, arch=arch, dtype=torch.float64)
     with torch.no_grad():
-        xd.weight.copy_(xd.embed(torch.full((channels, 1, *kernel), 1.0 / math.prod(kernel), dtype=torch.float64)))
+        xd.set_kernel(xd.embed(torch.full((channels, 1, *kernel), 1.0 / math.prod(kernel), dtype=torch.float64)))
         mine = xd(probe.expand(1, channels, *spatial))[:, :1]
     if mine.shape != target.shape or bool((mine == 0).any()):
         raise XdfxUnsupportedError(f"pooling windows {kernel}/{stride}/{padding} on {spatial} are not a convolution")
