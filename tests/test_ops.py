@@ -42,6 +42,22 @@ def test_monarch_starts_at_identity_and_is_a_linear_map(n: int) -> None:
     assert sum(p.numel() for p in q.parameters()) <= n * n + n
 
 
+@pytest.mark.parametrize("n", [12, 97 * 2, 130])
+def test_monarch_gradient(n: int) -> None:
+    """The hand-written backward (strided batched matmuls) against finite differences."""
+    q = Monarch(n, dtype=torch.float64)
+    with torch.no_grad():
+        for p in q.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(2, 3, n, dtype=torch.float64, requires_grad=True)
+    names, params = zip(*q.named_parameters())
+
+    def apply(t, *blocks):
+        return torch.func.functional_call(q, dict(zip(names, blocks)), (t,))
+
+    assert torch.autograd.gradcheck(apply, (x, *(p.detach().clone().requires_grad_() for p in params)))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 5000))
 def test_smooth_size(n: int) -> None:

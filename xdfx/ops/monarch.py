@@ -18,9 +18,31 @@ import math
 import torch
 from torch import nn
 
-from .fft import batched_matmul
-
 DENSE_UP_TO = 64
+
+
+class _MonarchApply(torch.autograd.Function):
+    """``x (m, n1, n2) -> P^T B2 P B1 x`` per row, as ``(m, n1, n2)``, with every batched matmul
+    taking its operands as strided views that BLAS reads directly: one layout copy forward
+    (the output), two backward, where autograd's own formulas copy every operand."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+        y = torch.bmm(b1, x.permute(1, 2, 0))  # (n1, n2, m): block a of B1 on chunk a
+        z = torch.bmm(b2, y.transpose(0, 1))  # (n2, n1, m): block j of B2 on stride-n2 slice j
+        ctx.save_for_backward(x, b1, b2, y)
+        return z.permute(2, 1, 0).contiguous()  # (m, n1, n2): position c * n2 + j
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, b1, b2, y = ctx.saved_tensors
+        gz = grad.permute(2, 1, 0).contiguous()  # (n2, n1, m)
+        gb2 = torch.bmm(gz, y.permute(1, 2, 0))  # (n2, n1, n1)
+        gy = torch.bmm(b2.transpose(1, 2), gz).transpose(0, 1)  # (n1, n2, m)
+        gb1 = torch.bmm(gy, x.transpose(0, 1))  # (n1, n2, n2)
+        gx = torch.bmm(b1.transpose(1, 2), gy).permute(2, 0, 1) if ctx.needs_input_grad[0] else None
+        return gx, gb1, gb2
 
 
 def balanced_factors(n: int) -> tuple[int, int]:
@@ -64,11 +86,7 @@ class Monarch(nn.Module):
             return self._dense(x, dim)
         if dim != x.dim() - 1:
             return self(x.movedim(dim, -1)).movedim(-1, dim)
-        shape = x.shape
-        grid = x.reshape(-1, self.n1, self.n2).transpose(0, 1)  # (n1, m, n2)
-        y = batched_matmul(grid, self.blocks1.transpose(1, 2))  # (n1, m, n2)
-        y = batched_matmul(y.permute(2, 1, 0), self.blocks2.transpose(1, 2))  # (n2, m, n1)
-        return y.permute(1, 2, 0).reshape(shape)
+        return _MonarchApply.apply(x.reshape(-1, self.n1, self.n2), self.blocks1, self.blocks2).reshape(x.shape)
 
     def _dense(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         block = self.blocks1[0]
