@@ -1,13 +1,15 @@
 """Property tests: a relaxed conv equals the conv, for random conv configurations.
 
 Tolerances: float32 max abs error <= 1e-4 * max|y|; float64 <= 1e-10 * max|y|. The same bound
-holds for gradients w.r.t. the input and the conv weight. Where a reference is identically zero
-(outputs that see only zero padding), the scale is the largest possible |y|,
-max|x| * sum|w| per output, instead.
+holds for gradients w.r.t. the input and the conv weight. The scale max|y| is floored at 1% of
+the largest possible |y| (max|x| * sum|w| per output; for the gradients the analogous bounds),
+for references that are (nearly) identically zero: outputs that see only zero padding, where
+float32 round-off of the transforms is ~1e-9 against exact zeros.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -103,16 +105,16 @@ def _check(cfg, dtype, tol):
     y, z = conv(x2), relaxed(x3)
     assert z.shape == y.shape
     w_sum = float(conv.weight.detach().abs().flatten(1).sum(1).max())
-    floor = 1e-3 * float(x2.detach().abs().max()) * w_sum
+    floor = 1e-2 * float(x2.detach().abs().max()) * w_sum
     assert _rel(z, y, floor) <= tol, f"forward error {_rel(z, y, floor):.3e} for {cfg}"
     g = torch.randn_like(y)
     y.backward(g)
     z.backward(g)
-    assert _rel(x3.grad, x2.grad, 1e-3 * w_sum) <= tol, f"input-gradient error for {cfg}"
+    assert _rel(x3.grad, x2.grad, 1e-2 * w_sum) <= tol, f"input-gradient error for {cfg}"
     taps = (Ellipsis, *(slice(0, (k - 1) * dl + 1, dl) for k, dl in zip(cfg["kernel"], cfg["dilation"])))
-    assert _rel(kernel_grad(xd)[taps], conv.weight.grad, 1e-3) <= tol, f"weight-gradient error for {cfg}"
+    assert _rel(kernel_grad(xd)[taps], conv.weight.grad, 1e-2) <= tol, f"weight-gradient error for {cfg}"
     if cfg["bias"]:
-        assert _rel(xd.bias.grad, conv.bias.grad, 1e-3) <= tol
+        assert _rel(xd.bias.grad, conv.bias.grad, 1e-2) <= tol
 
 
 @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -125,3 +127,29 @@ def test_relaxed_conv_matches_float32(cfg):
 @given(conv_configs())
 def test_relaxed_conv_matches_float64(cfg):
     _check(cfg, torch.float64, 1e-10)
+
+
+@pytest.mark.parametrize(
+    "conv,size,folds",
+    [
+        (nn.Conv2d(4, 6, 3, stride=2, padding=1), (32, 32), (True, True)),  # ResNet downsampling
+        (nn.Conv2d(4, 6, 1, stride=2), (16, 16), (True, True)),  # projection shortcut
+        (nn.Conv1d(3, 5, 4, stride=3, padding=1, padding_mode="circular"), (33,), (True,)),  # n = N = 33
+        (nn.Conv1d(3, 5, 4, stride=2, padding=2, padding_mode="circular"), (33,), (False,)),  # 33 is odd
+        (nn.Conv3d(2, 2, 3, stride=(1, 2, 3), padding=(1, 0, 2), padding_mode="reflect"), (6, 9, 11), (False, True, True)),
+    ],
+)
+def test_strides_are_taken_in_frequency(conv: nn.Module, size: tuple, folds: tuple) -> None:
+    """Without a learned K the strided outputs come from an aliased spectrum and an inverse FFT
+    ``stride`` times shorter per axis; exact like the rest (float64, 1e-10)."""
+    torch.manual_seed(0)
+    conv = conv.double()
+    x = torch.randn(2, conv.in_channels, *size, dtype=torch.float64)
+    relaxed = xdfx.relax(nn.Sequential(conv), x, arch="fixed")
+    xd = relaxed.get_submodule("0")
+    padded = [s + (sum(g.pad) if g.prepad else 0) for s, g in zip(size, xd.geometry)]
+    assert xd._folded_axes(padded) == folds
+    y = conv(x)
+    assert float((relaxed(x) - y).abs().max()) <= 1e-10 * float(y.abs().max())
+    monarch = xdfx.relax(nn.Sequential(conv), x, arch="monarch").get_submodule("0")
+    assert not any(monarch._folded_axes(padded))  # a learned K needs the full-length result

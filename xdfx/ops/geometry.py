@@ -54,6 +54,14 @@ def smooth_size(n: int, primes: tuple[int, ...] = (2, 3, 5, 7)) -> int:
     return best
 
 
+def smooth_multiple(n: int, stride: int) -> int:
+    """An FFT-friendly length ``>= n`` that is a multiple of ``stride`` (so that the stride can
+    be taken in frequency, see :meth:`AxisGeometry.folds_stride`)."""
+    if stride <= 1:
+        return smooth_size(n)
+    return stride * smooth_size(-(-n // stride))
+
+
 @dataclass(frozen=True)
 class AxisGeometry:
     """How one spatial axis of a convolution maps onto a length-``n`` circular convolution."""
@@ -104,9 +112,9 @@ class AxisGeometry:
         if mode == "circular" and span <= in_size:
             n = in_size
         elif mode == "zeros":
-            n = smooth_size(max(in_size + max(pl, pr), span))
+            n = smooth_multiple(max(in_size + max(pl, pr), span), stride)
         else:
-            n = smooth_size(in_size + pl + pr)
+            n = smooth_multiple(in_size + pl + pr, stride)
         n_w = n if max_kernel_size is None else min(n, max(span, int(max_kernel_size)))
         return cls(in_size, kernel, stride, dilation, (pl, pr), mode, n, n_w)
 
@@ -144,6 +152,29 @@ class AxisGeometry:
         if start >= 0 and last < self.n:
             return y.narrow(dim, start, last - start + 1)[(slice(None),) * dim + (slice(None, None, self.stride),)]
         return y.index_select(dim, self.out_index(size, y.device))
+
+    def folds_stride(self, size: int) -> bool:
+        """Whether the strided outputs for an input of length ``size`` are one period of the
+        length-``n / stride`` decimation of the (shifted) circular result: then the stride is
+        taken in frequency, by aliasing the spectrum, and the inverse FFT is ``stride`` x shorter."""
+        return self.stride > 1 and self.n % self.stride == 0 and self.out_size(size) <= self.n // self.stride
+
+    def fold_plan(self, last: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Index, conjugation mask and phase to alias this axis's spectrum (see ``folds_stride``):
+        ``Z_dec[k] = sum_r phase[r, k] Z[(k + r m) mod n] / stride`` with ``m = n / stride``, the
+        phase shifting the first output to position 0; on the half-spectrum (``last``) axis the
+        bins above ``n / 2`` are the conjugates of their mirror images."""
+        s, n = self.stride, self.n
+        m = n // s
+        k = torch.arange(m // 2 + 1 if last else m)
+        q = k[None, :] + m * torch.arange(s)[:, None]  # (s, bins)
+        start = 0 if self.prepad else -self.pad[0]
+        phase = None
+        if start % n:
+            phase = torch.polar(torch.full(q.shape, 1.0 / s, dtype=torch.float64), (2 * torch.pi * start / n) * q.double())
+        mirror = q > n // 2 if last else torch.zeros_like(q, dtype=torch.bool)
+        index = torch.where(mirror, n - q, q)
+        return index.to(device), mirror.to(device), None if phase is None else phase.to(device)
 
     def out_index(self, size: int, device: torch.device) -> torch.Tensor | slice:
         """Positions of the outputs inside the length-``n`` circular result."""

@@ -320,8 +320,49 @@ class XDConv(nn.Module):
         x, sizes = self.transform_in(x)
         ns = [g.n for g in self.geometry]
         dims = tuple(range(2, 2 + self.spatial_dims))
-        y = torch.fft.irfftn(self._mix(rfftn(x, ns, dims), diag), s=ns, dim=dims)
-        return self.transform_out(y, sizes, bias)
+        z = self._mix(rfftn(x, ns, dims), diag)
+        folded = self._folded_axes(sizes)
+        if any(folded):
+            z = self._fold_strides(z, folded)
+            ns = [g.n // g.stride if f else g.n for g, f in zip(self.geometry, folded)]
+        y = torch.fft.irfftn(z, s=ns, dim=dims)
+        return self.transform_out(y, sizes, bias, folded)
+
+    def _folded_axes(self, sizes: Sequence[int]) -> tuple[bool, ...]:
+        """Per axis, whether the stride is taken in frequency (only where ``K`` is the plain inverse
+        DFT: a learned ``K`` acts on the full-length result)."""
+        if len(self.K):
+            return (False,) * self.spatial_dims
+        return tuple(g.folds_stride(self._conv_input_size(g, s)) for g, s in zip(self.geometry, sizes))
+
+    @staticmethod
+    def _conv_input_size(g: AxisGeometry, size: int) -> int:
+        return size - (sum(g.pad) if g.prepad else 0)
+
+    def _fold_strides(self, z: torch.Tensor, folded: Sequence[bool]) -> torch.Tensor:
+        """Alias the spectrum ``z`` along the folded axes (see ``AxisGeometry.folds_stride``)."""
+        d = self.spatial_dims
+        cache = self.__dict__.setdefault("_fold_cache", {})
+        for i, g in enumerate(self.geometry):
+            if not folded[i]:
+                continue
+            dim, last, s = 2 + i, i == d - 1, g.stride
+            key = (i, z.device, z.dtype)
+            if key not in cache:
+                index, mirror, phase = g.fold_plan(last, z.device)
+                cache[key] = (index, mirror if bool(mirror.any()) else None, None if phase is None else phase.to(z.dtype))
+            index, mirror, phase = cache[key]
+            shape = [1] * z.dim()
+            shape[dim : dim + 1] = index.shape
+            if last:
+                z = z.index_select(dim, index.flatten())
+            z = z.reshape(*z.shape[:dim], *index.shape, *z.shape[dim + 1 :])
+            if mirror is not None:  # conj(Z[-k_other, n - q]): the other axes mirrored too
+                others = list(range(2, dim))
+                mirrored = torch.roll(torch.flip(z, others), [1] * len(others), others) if others else z
+                z = torch.where(mirror.reshape(shape), mirrored.conj(), z)
+            z = (z * phase.reshape(shape)).sum(dim) if phase is not None else z.sum(dim) / s
+        return z
 
     def transform_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
         """Check ``x``, pad it as the conv pads it and apply ``Q_M``; returns it and its padded sizes."""
@@ -336,12 +377,20 @@ class XDConv(nn.Module):
                 x = q(x, 2 + i)
         return x, sizes
 
-    def transform_out(self, y: torch.Tensor, sizes: torch.Size, bias: torch.Tensor | None) -> torch.Tensor:
-        """Apply ``Q_K`` to the circular result, keep the conv's outputs, scale (pools), add ``bias``."""
+    def transform_out(
+        self, y: torch.Tensor, sizes: torch.Size, bias: torch.Tensor | None, folded: Sequence[bool] = ()
+    ) -> torch.Tensor:
+        """Apply ``Q_K`` to the circular result, keep the conv's outputs, scale (pools), add ``bias``.
+
+        Along ``folded`` axes ``y`` is already the strided result, starting at the first output."""
         for i, q in enumerate(self.K):
             y = q(y, 2 + i)
         for i, g in enumerate(self.geometry):
-            y = g.gather(y, 2 + i, sizes[i] - (sum(g.pad) if g.prepad else 0))
+            size = self._conv_input_size(g, sizes[i])
+            if i < len(folded) and folded[i]:
+                y = y.narrow(2 + i, 0, g.out_size(size))
+            else:
+                y = g.gather(y, 2 + i, size)
         if self.out_scale is not None:
             if y.shape[2:] != self.out_scale.shape:
                 raise XdfxShapeError(
