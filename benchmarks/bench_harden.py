@@ -4,7 +4,7 @@ model, the CNN backbone and the FNO reference, measured interleaved in one run.
     python benchmarks/search_results.py --tasks burgers ...   # trains and saves the XD model first
     python benchmarks/bench_harden.py [--label xd-fixed] [--tol 1e-2 3e-3 1e-3]
 
-Writes benchmarks/results/bench_harden.json.
+Writes benchmarks/results/<out>.json (default bench_harden.json).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label", default="xd-fixed", help="which searched model of search_results.py")
     parser.add_argument("--results", default="search_burgers", help="the search_results.py --out name")
+    parser.add_argument("--checkpoint", default=None, help="searched weights (default: results/burgers_<label>.pt)")
+    parser.add_argument("--out", default="bench_harden")
     parser.add_argument("--tol", type=float, nargs="+", default=[1e-2, 3e-3, 1e-3])
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=15)
@@ -42,7 +44,8 @@ def main() -> None:
     test_x, test_y = x[ntrain:], y[ntrain:]
     arch = "fixed" if args.label == "xd-fixed" else "monarch"
     relaxed = xdfx.relax(FNOShapedCNN(), x[:2], arch=arch, exclude=[pointwise]).eval()
-    relaxed.load_state_dict(torch.load(RESULTS / f"burgers_{args.label}.pt", weights_only=True))
+    checkpoint = Path(args.checkpoint) if args.checkpoint else RESULTS / f"burgers_{args.label}.pt"
+    relaxed.load_state_dict(torch.load(checkpoint, weights_only=True))
     with torch.no_grad():
         relaxed_err = burgers.relative_l2(relaxed(test_x), test_y)
     models = {"cnn": FNOShapedCNN().eval(), "fno": FNO1d().eval(), "relaxed": relaxed}
@@ -72,12 +75,12 @@ def main() -> None:
     for row in rows:
         row["ms"] = 1e3 * times[f"hardened tol={row['tol']:g}"]
         row["vs_best_reference"] = times[f"hardened tol={row['tol']:g}"] / best_reference
-    write_json(RESULTS / "bench_harden.json", {
-        "machine": machine(), "label": args.label, "relaxed_rel_l2": relaxed_err,
+    write_json(RESULTS / f"{args.out}.json", {
+        "machine": machine(), "label": args.label, "checkpoint": checkpoint.name, "relaxed_rel_l2": relaxed_err,
         "ms": {k: 1e3 * t for k, t in times.items()}, "rows": rows,
         "trained_metrics": {k: v["metric"] for k, v in setup["results"]["burgers"].items()},
     })
-    print(f"wrote {RESULTS / 'bench_harden.json'}")
+    print(f"wrote {RESULTS / args.out}.json")
 
 
 if __name__ == "__main__":

@@ -149,8 +149,10 @@ def pointwise(name: str, module) -> bool:
     return module is not None and all(k == 1 for k in module.kernel_size)
 
 
-def train(model, train_loader, val_loader, loss, metric, name, epochs, lr, arch_lr=None, weight_decay=1e-4):
-    opt = optimizers(model, lambda p: torch.optim.Adam(p, lr=lr, weight_decay=weight_decay), arch_lr=arch_lr or lr)
+def train(model, train_loader, val_loader, loss, metric, name, epochs, lr, arch_lr=None, weight_decay=1e-4,
+          spectral_decay=0.0):
+    opt = optimizers(model, lambda p: torch.optim.Adam(p, lr=lr, weight_decay=weight_decay), arch_lr=arch_lr or lr,
+                     spectral_decay=spectral_decay)
     start = time.perf_counter()
     search(model, train_loader, loss, epochs, val_loader=val_loader, metric=metric, metric_name=name, opt=opt, progress=False)
     seconds = (time.perf_counter() - start) / epochs
@@ -179,12 +181,15 @@ def run_burgers(args) -> dict:
             arch_lr = args.arch_lr
         else:
             model, arch_lr = FNO1d(), None
-        hist, sec = train(model, train_loader, test_loader, rel_l2_loss, metric, "rel L2", args.epochs, args.lr, arch_lr)
+        decay = args.spectral_decay if label.startswith("xd") else 0.0
+        hist, sec = train(model, train_loader, test_loader, rel_l2_loss, metric, "rel L2", args.epochs, args.lr, arch_lr,
+                          spectral_decay=decay)
         rows[label] = {"metric": hist["val_metric"][-1], "seconds_per_epoch": sec, "history": hist,
                        "params": sum(p.numel() for p in model.parameters())}
         print(f"burgers {label}: rel L2 {hist['val_metric'][-1]:.4f}, {sec:.1f} s/epoch", flush=True)
         if label.startswith("xd"):
-            torch.save(model.state_dict(), RESULTS / f"burgers_{label}.pt")
+            suffix = f"-decay{args.spectral_decay:g}" if decay else ""
+            torch.save(model.state_dict(), RESULTS / f"burgers_{label}{suffix}.pt")
             hard = xdfx.harden(model, tol=args.harden_tol, example_inputs=(x[ntrain:ntrain + 20],))
             with torch.no_grad():
                 rows[label]["hardened_metric"] = float(metric(hard(x[ntrain:]), y[ntrain:]))
@@ -267,6 +272,8 @@ def main() -> None:
     parser.add_argument("--darcy-epochs", type=int, default=50)
     parser.add_argument("--darcy-arch", default="fixed", choices=["fixed", "monarch"])
     parser.add_argument("--harden-tol", type=float, default=1e-3)
+    parser.add_argument("--spectral-decay", type=float, default=0.0,
+                        help="per-frequency decay of the XD kernels (xdfx.optimizers(spectral_decay=...))")
     parser.add_argument("--out", default="search_results")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())

@@ -107,3 +107,19 @@ def test_nan_is_caught_with_a_clear_error() -> None:
     y = torch.full((8, 1, 32), math.nan)
     with pytest.raises(xdfx.XdfxError, match="loss became nan at epoch 1, step 1.*architecture learning rate"):
         search(model, [(x, y)], nn.functional.mse_loss, 1, progress=False)
+
+
+def test_spectral_decay_fades_high_frequencies_only() -> None:
+    torch.manual_seed(0)
+    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(2, 3, 5, padding=2, padding_mode="circular")), torch.randn(1, 2, 32))
+    xd = relaxed.get_submodule("0")
+    before = xd.spectral_weight.detach().clone()
+    opt = optimizers(relaxed, lambda p: torch.optim.Adam(p, lr=1e-2), spectral_decay=2.0)
+    for p in relaxed.parameters():
+        p.grad = torch.zeros_like(p)  # Adam moves nothing: what changes is the decay alone
+    opt.step()
+    ratio = xd.spectral_weight.detach()[..., 0] / before[..., 0]  # real parts (DC and Nyquist have no imaginary part)
+    lr = 1e-2 * 5  # the spectral kernel's rate: k = 5 taps
+    assert torch.allclose(ratio[0], torch.ones_like(ratio[0]))  # the mean is never decayed
+    assert torch.allclose(ratio[16], torch.full_like(ratio[16], 1 - lr * 2.0))  # Nyquist: full rate
+    assert torch.allclose(ratio[8], torch.full_like(ratio[8], 1 - lr * 2.0 * 0.25))  # half-way: (1/2)^2

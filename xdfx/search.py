@@ -38,6 +38,7 @@ class SearchOptimizers:
     arch: torch.optim.Optimizer | None
     arch_lr: float
     warmup_epochs: int = 0
+    spectral_decay: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     _base_lr: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -53,6 +54,15 @@ class SearchOptimizers:
         self.model.step()
         if self.arch is not None and self.current_arch_lr > 0:
             self.arch.step()
+        if self.spectral_decay:
+            self._decay_spectra()
+
+    @torch.no_grad()
+    def _decay_spectra(self) -> None:
+        """Decoupled per-frequency weight decay ``v <- v (1 - lr rate(k))`` on spectral kernels."""
+        lrs = {id(p): g["lr"] for g in self.model.param_groups for p in g["params"]}
+        for p, rate in self.spectral_decay:
+            p.mul_(1.0 - lrs[id(p)] * rate)
 
     @property
     def current_arch_lr(self) -> float:
@@ -110,6 +120,8 @@ def optimizers(
     arch_lr: float = 1e-3,
     warmup_epochs: int = 0,
     scale_kernel_lr: bool = True,
+    spectral_decay: float = 0.0,
+    decay_power: float = 2.0,
 ) -> SearchOptimizers:
     """Build the optimizer pair. Architecture parameters are never given to the model optimizer.
 
@@ -118,6 +130,11 @@ def optimizers(
     defaults: Adam(lr=1e-3) for the weights and Adam(lr=arch_lr) for the architecture. With
     ``scale_kernel_lr`` each XD kernel gets its own group at ``lr * k / n``
     (see :func:`kernel_lr_scales`).
+
+    ``spectral_decay`` (0 = off) is a decoupled weight decay on the stored diagonals ``L w`` of
+    spectral XD layers, at rate ``spectral_decay * (|f| / |f|_max) ** decay_power`` for
+    frequency ``f``: high frequencies fade unless the loss keeps them, so the search prefers
+    low-pass (FNO-like) operators that :func:`xdfx.harden` can truncate to few modes.
     """
     weights, arch = model_parameters(model), arch_parameters(model)
     make_model = model_optimizer or (lambda p: torch.optim.Adam(p, lr=1e-3))
@@ -130,7 +147,15 @@ def optimizers(
     model_opt = make_model(groups)
     for group in model_opt.param_groups:
         group["lr"] *= group.get("lr_scale", 1.0)
-    return SearchOptimizers(model_opt, make_arch(arch) if arch else None, arch_lr, warmup_epochs)
+    decay = []
+    if spectral_decay:
+        from .ops import XDConv
+
+        ids = {id(p) for g in model_opt.param_groups for p in g["params"]}
+        for m in model.modules():
+            if isinstance(m, XDConv) and m.spectral and id(m.spectral_weight) in ids:
+                decay.append((m.spectral_weight, spectral_decay * m.frequency_weights(decay_power)))
+    return SearchOptimizers(model_opt, make_arch(arch) if arch else None, arch_lr, warmup_epochs, decay)
 
 
 # ------------------------------------------------------------------------------------ checkpoints

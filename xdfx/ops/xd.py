@@ -209,6 +209,20 @@ class XDConv(nn.Module):
         ns = [g.n for g in self.geometry]
         return (*ns[:-1], ns[-1] // 2 + 1)
 
+    def frequency_weights(self, power: float = 2.0) -> torch.Tensor:
+        """``(|f| / |f|_max) ** power`` per frequency of the transform (``|f|`` the distance from
+        zero frequency, each axis in cycles per sample), shaped to broadcast against
+        ``spectral_weight``: 0 at the mean, 1 at the highest frequency."""
+        axes = []
+        for i, g in enumerate(self.geometry):
+            k = torch.arange(self.frequency_shape[i], dtype=torch.float64)
+            axes.append(torch.minimum(k, g.n - k) / g.n)
+        grids = torch.meshgrid(*axes, indexing="ij")
+        radius = torch.sqrt(sum(a**2 for a in grids))
+        rho = (radius / radius.max().clamp_min(1e-12)) ** power
+        ref = next(p for p in (self.spectral_weight, self.weight, self.growth) if p is not None)
+        return rho.reshape(*rho.shape, 1, 1, 1, 1).to(ref)
+
     def _to_mix_layout(self, spec: torch.Tensor) -> torch.Tensor:
         """``(C_out, C_in/g, *freq)`` -> ``(*freq, g, C_in/g, C_out/g)``."""
         d, g = self.spatial_dims, self.groups
