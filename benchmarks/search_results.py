@@ -248,11 +248,17 @@ def markdown(results: dict) -> str:
     lines = ["| task | metric | backbone (CNN) | XD | reference | s/epoch (CNN / XD / reference) |", "|---|---|---|---|---|---|"]
     for task, rows in results.items():
         name = "accuracy" if task == "digits" else "rel. L2 (lower is better)"
-        xd = rows.get("xd") or rows.get("xd-fixed") or {}
+        xds = [(label, rows[label]) for label in ("xd", "xd-fixed") if label in rows]
         ref = rows.get("fno", {})
         fmt = lambda r: f"{r['metric']:.4f}" if r else "-"  # noqa: E731
-        sec = " / ".join(f"{r['seconds_per_epoch']:.1f}" if r else "-" for r in (rows.get("cnn"), xd, ref))
-        lines.append(f"| {task} | {name} | {fmt(rows.get('cnn'))} | {fmt(xd)} | {fmt(ref) if ref else 'FNO n/a'} | {sec} |")
+        secs = lambda r: f"{r['seconds_per_epoch']:.1f}" if r else "-"  # noqa: E731
+        if len(xds) > 1:
+            xd_cell = ", ".join(f"{fmt(r)} ({'monarch' if label == 'xd' else 'fixed'})" for label, r in xds)
+            xd_sec = " and ".join(secs(r) for _, r in xds)
+        else:
+            xd_cell, xd_sec = (fmt(xds[0][1]), secs(xds[0][1])) if xds else ("-", "-")
+        sec = f"{secs(rows.get('cnn'))} / {xd_sec} / {secs(ref)}"
+        lines.append(f"| {task} | {name} | {fmt(rows.get('cnn'))} | {xd_cell} | {fmt(ref) if ref else 'FNO n/a'} | {sec} |")
     return "\n".join(lines) + "\n"
 
 

@@ -77,7 +77,9 @@ def test_planted_fno_layer() -> None:
     hard = xdfx.harden(relaxed, tol=1e-4)
     (rec,) = hard.xdfx_report.records
     assert rec.form == "spectral" and rec.detail.startswith("modes=12"), rec
-    assert rec.flops_after < rec.flops_before
+    # 12 of 65 modes: a fraction of the parameters; the DFT of 12 modes as real matmuls has more
+    # flops than the full-length FFTs but runs faster (the cost model ranks by flops x efficiency)
+    assert rec.params_after < 0.25 * rec.params_before and rec.runner_up == "fft"
     x = torch.randn(3, 6, 128)
     assert _close(hard(x), relaxed(x))
 

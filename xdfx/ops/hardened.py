@@ -157,12 +157,25 @@ class SpectralConv(nn.Module):
         p = math.prod(shape)
         cin, cout = self.in_channels // g, self.out_channels // g
         y = torch.stack([yr, yi], 1).reshape(b, 2, g, cin, p).permute(4, 2, 0, 1, 3).reshape(p, g, b, 2 * cin)
-        w = self.weight.reshape(g, cout, cin, p, 2).permute(3, 0, 2, 1, 4)  # (p, g, cin, cout, 2)
-        wr, wi = w[..., 0], w[..., 1]
-        block = torch.cat([torch.cat([wr, wi], -1), torch.cat([-wi, wr], -1)], -2)  # (p, g, 2cin, 2cout)
-        z = torch.matmul(y.contiguous(), block.contiguous()).reshape(p, g, b, 2, cout).permute(2, 3, 1, 4, 0)
+        z = torch.matmul(y.contiguous(), self._block()).reshape(p, g, b, 2, cout).permute(2, 3, 1, 4, 0)
         z = z.reshape(b, 2, self.out_channels, *shape)
         return z[:, 0], z[:, 1]
+
+    def _block(self) -> torch.Tensor:
+        """``[[Gr, Gi], [-Gi, Gr]]`` per kept mode and group, ``(p, g, 2 C_in/g, 2 C_out/g)``;
+        in eager inference built once per weight version (as XD caches its diagonal)."""
+        caching = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        key = (id(self.weight), self.weight._version, self.weight.device, self.weight.dtype) if caching else None
+        cached = self.__dict__.get("_block_cache")
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        g, cin, cout = self.groups, self.in_channels // self.groups, self.out_channels // self.groups
+        w = self.weight.reshape(g, cout, cin, -1, 2).permute(3, 0, 2, 1, 4)  # (p, g, cin, cout, 2)
+        wr, wi = w[..., 0], w[..., 1]
+        block = torch.cat([torch.cat([wr, wi], -1), torch.cat([-wi, wr], -1)], -2).contiguous()
+        if key is not None:
+            self.__dict__["_block_cache"] = (key, block)
+        return block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._forward_matmul(x) if self.method == "matmul" else self._forward_fft(x)

@@ -11,9 +11,14 @@ an inverse *real* FFT: every transform is a real FFT of an FFT-friendly (not pow
 length, and the learnable factors can still move ``K``, ``L``, ``M`` away from the DFT (to
 permutations, block-sparse or low-rank maps). ``arch="fixed"`` keeps plain FFTs.
 
-The kernel ``w`` is stored in a buffer as long as the transform (``max_kernel_size`` caps it),
-warm-started with the conv's taps at their dilated positions and zeros elsewhere, so it can grow
-into a global filter.
+The kernel ``w`` is as long as the transform (``max_kernel_size`` caps it), warm-started with the
+conv's taps at their dilated positions and zeros elsewhere, so it can grow into a global filter.
+A full-length owned kernel is stored as its diagonal ``L w = conj F w`` itself
+(``spectral_weight``, in the layout of the per-frequency matmul): the same operator and the same
+warm start, with no kernel FFT, conjugation or transposition per step (``kernel()`` /
+``set_kernel()`` read and write it as the real ``w``). A truncated kernel (learnable ``Q_L``) or
+one computed by the model (``F.conv*d`` weights) stays spatial. Where ``K`` is the plain inverse
+DFT, a stride is taken in frequency (an aliased spectrum and a ``stride`` x shorter inverse FFT).
 """
 
 from __future__ import annotations

@@ -30,6 +30,10 @@ from ..ops.hardened import (
 #: benchmarks/bench_relax.py: the real-FFT path ran at ~28 GFLOP/s where mkldnn's conv ran at
 #: ~126; the DFT-as-matmul path is plain GEMMs). Forms are ranked by flops * this factor.
 EFFICIENCY = {"spectral": 2.0, "fft": 4.5, "frozen": 4.5}
+#: The DFT of the kept modes as real matmuls beats real FFTs (eager, CPU) until its flops reach
+#: about 12x the FFTs' (measured: SpectralConv at width 64 and n = 256 switches between 32 and
+#: 64 modes; at n = 1024, 64 modes still favour the matmuls; small layers favour them).
+DFT_MATMUL_CROSSOVER = 12.0
 FORM_ORDER = ("zero", "identity", "pool", "conv", "conv_function", "graph_polynomial", "spectral", "fft", "frozen")
 MODE_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
@@ -93,12 +97,17 @@ def _fft_flops(channels: int, ns: Sequence[int]) -> float:
     return 2.5 * channels * n * math.log2(max(n, 2))
 
 
+def _kernel_fft_flops(xd: XDConv) -> float:
+    """``L w`` every call, unless the layer stores the diagonal itself."""
+    return 0.0 if xd.spectral else _fft_flops(xd.out_channels * xd.in_channels // xd.groups, [g.n for g in xd.geometry])
+
+
 def xd_flops(xd: XDConv, sizes: Sequence[int]) -> float:
     ns = [g.n for g in xd.geometry]
     freq = math.prod(ns[:-1]) * (ns[-1] // 2 + 1)
     cin, cout = xd.in_channels, xd.out_channels
     flops = _fft_flops(cin + cout, ns) + 8.0 * cout * (cin // xd.groups) * freq
-    flops += _fft_flops(cout * cin // xd.groups, ns)  # L w, every call
+    flops += _kernel_fft_flops(xd)
     for q in list(xd.M) + list(xd.K):
         flops += 2.0 * (cin + cout) / 2 * math.prod(ns) * (q.n1 + q.n2)
     return flops
@@ -201,15 +210,17 @@ def _core_candidates(xd: XDConv, spectrum: torch.Tensor, sizes: Sequence[int], t
             method = "matmul" if max(k) <= 64 else "fft"
             sc = SpectralConv(spectrum, [m] * len(ns), xd.geometry, groups=g, bias=xd.bias, method=method)
             if measure_fn(sc) <= tol:
-                best, hi = (m, k, sc, method), mid - 1
+                best, hi = (m, k), mid - 1
             else:
                 lo = mid + 1
         if best is not None:
-            m, k, sc, method = best
-            if method == "matmul":
-                flops = 4.0 * (cin * math.prod(sizes) + cout * math.prod(t)) * sum(k) + 8.0 * cout * (cin // g) * math.prod(k)
-            else:
-                flops = _fft_flops(cin + cout, ns) + 8.0 * cout * (cin // g) * math.prod(k)
+            m, k = best
+            mix = 8.0 * cout * (cin // g) * math.prod(k)
+            by_fft = _fft_flops(cin + cout, ns)
+            by_matmul = 4.0 * (cin * math.prod(sizes) + cout * math.prod(t)) * sum(k)
+            method = "matmul" if max(k) <= 64 and by_matmul < DFT_MATMUL_CROSSOVER * by_fft else "fft"
+            sc = SpectralConv(spectrum, [m] * len(ns), xd.geometry, groups=g, bias=xd.bias, method=method)
+            flops = (by_matmul if method == "matmul" else by_fft) + mix
             out.append(Candidate("spectral", sc, flops, f"modes={m} ({'matmul DFT' if method == 'matmul' else 'FFT'}){note}"))
     if xd.out_scale is None:
         fft_flops = _fft_flops(cin + cout, ns) + 8.0 * cout * (cin // g) * math.prod(ns[:-1]) * (ns[-1] // 2 + 1)
@@ -297,7 +308,7 @@ def xdconv_candidates(xd: XDConv, probes: Sequence[torch.Tensor], tol: float, we
                     wrapped.module.append(Gather(idx, 2 + i))
             cands.append(wrapped)
     frozen = FrozenXD(xd, weight)
-    cands.append(Candidate("frozen", frozen, xd_flops(xd, sizes) - _fft_flops(xd.out_channels * xd.in_channels // xd.groups, [g.n for g in xd.geometry]), "L w precomputed"))
+    cands.append(Candidate("frozen", frozen, xd_flops(xd, sizes) - _kernel_fft_flops(xd), "L w precomputed"))
     return cands
 
 
