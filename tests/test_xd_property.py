@@ -132,16 +132,17 @@ def test_relaxed_conv_matches_float64(cfg):
 @pytest.mark.parametrize(
     "conv,size,folds",
     [
-        (nn.Conv2d(4, 6, 3, stride=2, padding=1), (32, 32), (True, True)),  # ResNet downsampling
-        (nn.Conv2d(4, 6, 1, stride=2), (16, 16), (True, True)),  # projection shortcut
-        (nn.Conv1d(3, 5, 4, stride=3, padding=1, padding_mode="circular"), (33,), (True,)),  # n = N = 33
-        (nn.Conv1d(3, 5, 4, stride=2, padding=2, padding_mode="circular"), (33,), (False,)),  # 33 is odd
-        (nn.Conv3d(2, 2, 3, stride=(1, 2, 3), padding=(1, 0, 2), padding_mode="reflect"), (6, 9, 11), (False, True, True)),
+        (nn.Conv2d(4, 6, 3, stride=2, padding=1), (32, 32), (True, False)),  # ResNet downsampling
+        (nn.Conv2d(4, 6, 1, stride=2), (16, 16), (True, False)),  # projection shortcut
+        (nn.Conv2d(3, 5, (4, 3), stride=3, padding=1, padding_mode="circular"), (33, 10), (True, False)),  # n = N = 33
+        (nn.Conv2d(3, 5, (4, 3), stride=2, padding=2, padding_mode="circular"), (33, 10), (False, False)),  # 33 is odd
+        (nn.Conv3d(2, 2, 3, stride=(1, 2, 3), padding=(1, 0, 2), padding_mode="reflect"), (6, 9, 11), (False, True, False)),
+        (nn.Conv1d(3, 5, 4, stride=2, padding=2), (33,), (False,)),  # the last axis: a strided slice
     ],
 )
 def test_strides_are_taken_in_frequency(conv: nn.Module, size: tuple, folds: tuple) -> None:
-    """Without a learned K the strided outputs come from an aliased spectrum and an inverse FFT
-    ``stride`` times shorter per axis; exact like the rest (float64, 1e-10)."""
+    """Without a learned K, strided outputs along the full frequency axes come from an aliased
+    spectrum and an inverse FFT ``stride`` times shorter; exact like the rest (float64, 1e-10)."""
     torch.manual_seed(0)
     conv = conv.double()
     x = torch.randn(2, conv.in_channels, *size, dtype=torch.float64)

@@ -155,26 +155,23 @@ class AxisGeometry:
 
     def folds_stride(self, size: int) -> bool:
         """Whether the strided outputs for an input of length ``size`` are one period of the
-        length-``n / stride`` decimation of the (shifted) circular result: then the stride is
+        length-``n / stride`` decimation of the (shifted) circular result: then the stride can be
         taken in frequency, by aliasing the spectrum, and the inverse FFT is ``stride`` x shorter."""
         return self.stride > 1 and self.n % self.stride == 0 and self.out_size(size) <= self.n // self.stride
 
-    def fold_plan(self, last: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Index, conjugation mask and phase to alias this axis's spectrum (see ``folds_stride``):
-        ``Z_dec[k] = sum_r phase[r, k] Z[(k + r m) mod n] / stride`` with ``m = n / stride``, the
-        phase shifting the first output to position 0; on the half-spectrum (``last``) axis the
-        bins above ``n / 2`` are the conjugates of their mirror images."""
+    def fold_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Aliasing weights for a full (complex) frequency axis, see :meth:`folds_stride`:
+        ``Z_dec[k] = post[k] * sum_r alias[r] Z[k + r m]`` with ``m = n / stride``, where
+        ``alias[r] = exp(2 pi i r start / stride) / stride`` and ``post[k] = exp(2 pi i k start / n)``
+        shift the first output to position 0 (``post`` is None when no shift is needed)."""
         s, n = self.stride, self.n
-        m = n // s
-        k = torch.arange(m // 2 + 1 if last else m)
-        q = k[None, :] + m * torch.arange(s)[:, None]  # (s, bins)
         start = 0 if self.prepad else -self.pad[0]
-        phase = None
-        if start % n:
-            phase = torch.polar(torch.full(q.shape, 1.0 / s, dtype=torch.float64), (2 * torch.pi * start / n) * q.double())
-        mirror = q > n // 2 if last else torch.zeros_like(q, dtype=torch.bool)
-        index = torch.where(mirror, n - q, q)
-        return index.to(device), mirror.to(device), None if phase is None else phase.to(device)
+        r = torch.arange(s, dtype=torch.float64)
+        alias = torch.polar(torch.full((s,), 1.0 / s, dtype=torch.float64), (2 * torch.pi * start / s) * r)
+        if start % n == 0:
+            return alias, None
+        k = torch.arange(n // s, dtype=torch.float64)
+        return alias, torch.polar(torch.ones_like(k), (2 * torch.pi * start / n) * k)
 
     def out_index(self, size: int, device: torch.device) -> torch.Tensor | slice:
         """Positions of the outputs inside the length-``n`` circular result."""

@@ -18,7 +18,8 @@ A full-length owned kernel is stored as its diagonal ``L w = conj F w`` itself
 warm start, with no kernel FFT, conjugation or transposition per step (``kernel()`` /
 ``set_kernel()`` read and write it as the real ``w``). A truncated kernel (learnable ``Q_L``) or
 one computed by the model (``F.conv*d`` weights) stays spatial. Where ``K`` is the plain inverse
-DFT, a stride is taken in frequency (an aliased spectrum and a ``stride`` x shorter inverse FFT).
+DFT, a stride along a full frequency axis is taken in frequency (an aliased spectrum and a
+``stride`` x shorter inverse FFT).
 """
 
 from __future__ import annotations
@@ -348,39 +349,39 @@ class XDConv(nn.Module):
         return self.transform_out(y, sizes, bias, folded)
 
     def _folded_axes(self, sizes: Sequence[int]) -> tuple[bool, ...]:
-        """Per axis, whether the stride is taken in frequency (only where ``K`` is the plain inverse
-        DFT: a learned ``K`` acts on the full-length result)."""
+        """Per axis, whether the stride is taken in frequency: the full (complex) frequency axes
+        (all but the last), where ``K`` is the plain inverse DFT (a learned ``K`` acts on the
+        full-length result). On the last, half-spectrum axis the aliasing would need the
+        Hermitian mirror across every axis, which costs more than the strided slice it saves."""
+        d = self.spatial_dims
         if len(self.K):
-            return (False,) * self.spatial_dims
-        return tuple(g.folds_stride(self._conv_input_size(g, s)) for g, s in zip(self.geometry, sizes))
+            return (False,) * d
+        return tuple(i < d - 1 and g.folds_stride(self._conv_input_size(g, s)) for i, (g, s) in enumerate(zip(self.geometry, sizes)))
 
     @staticmethod
     def _conv_input_size(g: AxisGeometry, size: int) -> int:
         return size - (sum(g.pad) if g.prepad else 0)
 
     def _fold_strides(self, z: torch.Tensor, folded: Sequence[bool]) -> torch.Tensor:
-        """Alias the spectrum ``z`` along the folded axes (see ``AxisGeometry.folds_stride``)."""
-        d = self.spatial_dims
+        """Alias the spectrum ``z`` along the folded axes (``AxisGeometry.fold_weights``)."""
         cache = self.__dict__.setdefault("_fold_cache", {})
         for i, g in enumerate(self.geometry):
             if not folded[i]:
                 continue
-            dim, last, s = 2 + i, i == d - 1, g.stride
+            dim, s = 2 + i, g.stride
             key = (i, z.device, z.dtype)
             if key not in cache:
-                index, mirror, phase = g.fold_plan(last, z.device)
-                cache[key] = (index, mirror if bool(mirror.any()) else None, None if phase is None else phase.to(z.dtype))
-            index, mirror, phase = cache[key]
-            shape = [1] * z.dim()
-            shape[dim : dim + 1] = index.shape
-            if last:
-                z = z.index_select(dim, index.flatten())
-            z = z.reshape(*z.shape[:dim], *index.shape, *z.shape[dim + 1 :])
-            if mirror is not None:  # conj(Z[-k_other, n - q]): the other axes mirrored too
-                others = list(range(2, dim))
-                mirrored = torch.roll(torch.flip(z, others), [1] * len(others), others) if others else z
-                z = torch.where(mirror.reshape(shape), mirrored.conj(), z)
-            z = (z * phase.reshape(shape)).sum(dim) if phase is not None else z.sum(dim) / s
+                alias, post = g.fold_weights()
+                cache[key] = (alias.to(z.device, z.dtype), None if post is None else post.to(z.device, z.dtype))
+            alias, post = cache[key]
+            zr = z.reshape(*z.shape[:dim], s, g.n // s, *z.shape[dim + 1 :])
+            view = [1] * zr.dim()
+            view[dim] = s
+            z = (zr * alias.reshape(view)).sum(dim)
+            if post is not None:
+                view = [1] * z.dim()
+                view[dim] = -1
+                z = z * post.reshape(view)
         return z
 
     def transform_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
