@@ -288,8 +288,9 @@ class FrozenXD(nn.Module):
 
     def forward_real(self, x: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         """``XDConv.apply_diagonal`` with the per-frequency channel mixing on (real, imag) pairs,
-        so that the only complex values are the real FFTs' own: what torch.export (ONNX) and
-        torch.compile trace, as the exporter cannot translate complex matmuls or conjugation."""
+        so that the only complex values are the real FFTs' own: what torch.compile traces
+        (inductor generates no code for complex ops) and what ONNX gets, with the real block
+        weight a constant of the graph."""
         xd = self.xd
         dims = tuple(range(2, 2 + xd.spatial_dims))
         ns = [g.n for g in xd.geometry]

@@ -135,9 +135,8 @@ class XDConv(nn.Module):
         if external_weight:
             self.growth = nn.Parameter(torch.zeros(shape, **kw))
         elif self.spectral:
-            freq = (*(g.n for g in self.geometry[:-1]), self.geometry[-1].n // 2 + 1)
             cin, cout = in_channels // groups, out_channels // groups
-            self.spectral_weight = nn.Parameter(torch.zeros((*freq, groups, cin, cout, 2), **kw))
+            self.spectral_weight = nn.Parameter(torch.zeros((*self.frequency_shape, groups, cin, cout, 2), **kw))
         else:
             self.weight = nn.Parameter(torch.zeros(shape, **kw))
         self.register_buffer("out_scale", None)  # fixed per-position scale (pooling divisors)
