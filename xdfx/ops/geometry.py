@@ -118,6 +118,11 @@ class AxisGeometry:
         n_w = n if max_kernel_size is None else min(n, max(span, int(max_kernel_size)))
         return cls(in_size, kernel, stride, dilation, (pl, pr), mode, n, n_w)
 
+    def conv_input_size(self, size: int) -> int:
+        """The conv's own input length, for a length ``size`` as the transform sees it (after
+        the explicit padding of ``prepad`` modes)."""
+        return size - (sum(self.pad) if self.prepad else 0)
+
     def out_size(self, size: int) -> int:
         """Output length of the original convolution for an input of length ``size``."""
         return (size + self.pad[0] + self.pad[1] - self.span) // self.stride + 1

@@ -171,8 +171,7 @@ class SpectralConv(nn.Module):
             return cached[1]
         g, cin, cout = self.groups, self.in_channels // self.groups, self.out_channels // self.groups
         w = self.weight.reshape(g, cout, cin, -1, 2).permute(3, 0, 2, 1, 4)  # (p, g, cin, cout, 2)
-        wr, wi = w[..., 0], w[..., 1]
-        block = torch.cat([torch.cat([wr, wi], -1), torch.cat([-wi, wr], -1)], -2).contiguous()
+        block = real_block(w).contiguous()
         if key is not None:
             self.__dict__["_block_cache"] = (key, block)
         return block
@@ -209,7 +208,7 @@ class SpectralConv(nn.Module):
                 zi = zi.new_zeros(shape).index_copy(2 + i, keep[i], zi)
         y = torch.fft.irfftn(torch.view_as_complex(torch.stack([zr, zi], -1)), s=ns, dim=dims)
         for i, g in enumerate(geo):
-            y = g.gather(y, 2 + i, sizes[i] - (sum(g.pad) if g.prepad else 0))
+            y = g.gather(y, 2 + i, g.conv_input_size(sizes[i]))
         return y
 
     # -------------------------------------------------------------- matmul path
@@ -224,7 +223,7 @@ class SpectralConv(nn.Module):
         for i, g in enumerate(self.geometry):
             k = kept_frequencies(g.n, self.modes[i], i == d - 1).to(torch.float64)
             pos_in = torch.arange(sizes[i], dtype=torch.float64)
-            orig = sizes[i] - (sum(g.pad) if g.prepad else 0)
+            orig = g.conv_input_size(sizes[i])
             idx = g.out_index(orig, torch.device("cpu"))
             pos_out = torch.arange(g.n)[idx].to(torch.float64) if isinstance(idx, slice) else idx.to(torch.float64)
             ang_in = 2 * math.pi * k[:, None] * pos_in[None, :] / g.n  # (K, N_in)
@@ -253,6 +252,13 @@ class SpectralConv(nn.Module):
             zr, zi = along(c, zr, 2 + i) - along(s, zi, 2 + i), along(c, zi, 2 + i) + along(s, zr, 2 + i)
         _, _, c, s = bases[-1]
         return along(c, zr, last) - along(s, zi, last)
+
+
+def real_block(v: torch.Tensor) -> torch.Tensor:
+    """``[[vr, vi], [-vi, vr]]`` of complex matrices given as (real, imag) pairs ``(..., i, o, 2)``:
+    ``(..., 2i, 2o)``, so that ``[xr, xi] @ block = [Re(x v), Im(x v)]`` (one real matmul)."""
+    vr, vi = v[..., 0], v[..., 1]
+    return torch.cat([torch.cat([vr, vi], -1), torch.cat([-vi, vr], -1)], -2)
 
 
 def along(matrix: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -324,9 +330,7 @@ class FrozenXD(nn.Module):
         """``[[vr, vi], [-vi, vr]]`` per frequency and group: ``(p, g, 2 C_in/g, 2 C_out/g)``
         (a constant of the traced graph)."""
         xd, g = self.xd, self.xd.groups
-        v = self.diagonal.reshape(-1, g, xd.in_channels // g, xd.out_channels // g, 2)
-        vr, vi = v[..., 0], v[..., 1]
-        return torch.cat([torch.cat([vr, vi], -1), torch.cat([-vi, vr], -1)], -2)
+        return real_block(self.diagonal.reshape(-1, g, xd.in_channels // g, xd.out_channels // g, 2))
 
 
 class PadTo(nn.Module):

@@ -355,11 +355,7 @@ class XDConv(nn.Module):
         d = self.spatial_dims
         if len(self.K):
             return (False,) * d
-        return tuple(i < d - 1 and g.folds_stride(self._conv_input_size(g, s)) for i, (g, s) in enumerate(zip(self.geometry, sizes)))
-
-    @staticmethod
-    def _conv_input_size(g: AxisGeometry, size: int) -> int:
-        return size - (sum(g.pad) if g.prepad else 0)
+        return tuple(i < d - 1 and g.folds_stride(g.conv_input_size(s)) for i, (g, s) in enumerate(zip(self.geometry, sizes)))
 
     def _fold_strides(self, z: torch.Tensor, folded: Sequence[bool]) -> torch.Tensor:
         """Alias the spectrum ``z`` along the folded axes (``AxisGeometry.fold_weights``)."""
@@ -405,7 +401,7 @@ class XDConv(nn.Module):
         for i, q in enumerate(self.K):
             y = q(y, 2 + i)
         for i, g in enumerate(self.geometry):
-            size = self._conv_input_size(g, sizes[i])
+            size = g.conv_input_size(sizes[i])
             if i < len(folded) and folded[i]:
                 y = y.narrow(2 + i, 0, g.out_size(size))
             else:
