@@ -198,3 +198,13 @@ def test_inference_spectrum_cache_follows_parameter_updates() -> None:
         assert torch.allclose(relaxed(x), 2 * first - relaxed.get_submodule("0").bias[:, None], atol=1e-5)
     relaxed(x).sum().backward()  # with gradients the cache is bypassed
     assert relaxed.get_submodule("0").weight.grad is not None
+
+
+def test_set_kernel_checks_the_shape() -> None:
+    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(2, 3, 5, padding=2)), torch.randn(1, 2, 30))
+    xd = relaxed.get_submodule("0")
+    before = xd.spectral_weight.detach().clone()
+    with pytest.raises(xdfx.XdfxShapeError, match=r"set_kernel needs a real kernel of shape \(3, 2, 32\)"):
+        xd.set_kernel(torch.zeros(3, 2, 5))
+    assert torch.equal(xd.spectral_weight, before)  # nothing written
+    xd.set_kernel(xd.embed(torch.ones(3, 2, 5)))  # the embedded taps are accepted

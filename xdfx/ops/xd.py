@@ -257,6 +257,12 @@ class XDConv(nn.Module):
     def set_kernel(self, w: torch.Tensor) -> None:
         """Set the owned kernel to the real ``w`` ``(C_out, C_in/g, *kernel_buffer)`` (for
         external weights: the growth)."""
+        shape = (self.out_channels, self.in_channels // self.groups, *(g.kernel_buffer for g in self.geometry))
+        if tuple(w.shape) != shape:
+            raise XdfxShapeError(
+                f"layer {self.layer_name!r}: set_kernel needs a real kernel of shape {shape} "
+                f"(C_out, C_in/groups, *kernel buffer), got {tuple(w.shape)}; place conv taps with embed()"
+            )
         if self.external_weight:
             self.growth.copy_(w)
         elif self.spectral:
