@@ -8,6 +8,7 @@ costs half as much and allocates no full spectrum.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -31,16 +32,7 @@ class _RealFFT(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         s, dim = ctx.s, ctx.dim
-        if ctx.conj:
-            grad = grad.conj()
-        n = s[-1]
-        scale = torch.full((n // 2 + 1,), 0.5, dtype=grad.real.dtype, device=grad.device)
-        scale[0] = 1.0
-        if n % 2 == 0:
-            scale[-1] = 1.0
-        view = [1] * grad.dim()
-        view[dim[-1]] = -1
-        gx = torch.fft.irfftn(grad * scale.view(view), s=s, dim=dim, norm="forward")
+        gx = _rfftn_adjoint(grad.conj() if ctx.conj else grad, s, dim)
         for d, size in zip(dim, ctx.sizes):
             if size != gx.shape[d]:
                 gx = gx.narrow(d, 0, size)
@@ -92,3 +84,106 @@ def batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not torch.is_grad_enabled() or not (a.requires_grad or b.requires_grad):
         return torch.matmul(a.contiguous(), b.contiguous())
     return _BatchedMatmul.apply(a.contiguous(), b.contiguous())
+
+
+def frequency_major(spectrum: torch.Tensor, groups: int) -> torch.Tensor:
+    """``(B, G*C, *freq)`` -> ``(*freq, G, B, C)``, contiguous: per frequency and group, the
+    ``(B, C)`` matrix of the channel mixing."""
+    b, gc, freq = spectrum.shape[0], spectrum.shape[1], spectrum.shape[2:]
+    d = len(freq)
+    spectrum = spectrum.reshape(b, groups, gc // groups, *freq)
+    return spectrum.permute(*range(3, 3 + d), 1, 0, 2).contiguous()
+
+
+def batch_major(t: torch.Tensor, d: int) -> torch.Tensor:
+    """``(*spatial, G, B, C)`` -> ``(B, G*C, *spatial)`` (a view where ``G == 1``)."""
+    g, b, c = t.shape[d:]
+    return t.permute(d + 1, d, d + 2, *range(d)).reshape(b, g * c, *t.shape[:d])
+
+
+def _mix(xt: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+    """``(p, g, b, cin) x (p, g, cin, cout) -> (p, g, b, cout)`` as one 3-d batched matmul (4-d
+    operands fold their batch axes with copies); ``cin == 1`` is a broadcast product."""
+    if xt.shape[-1] == 1:
+        return xt * diag
+    p, g, b, cin = xt.shape
+    return torch.matmul(xt.reshape(p * g, b, cin), diag.reshape(p * g, cin, -1)).reshape(p, g, b, -1)
+
+
+class _SpectralMix(torch.autograd.Function):
+    """``rfftn`` then the per-frequency channel matmul, in the frequency-major layout, with a
+    backward whose matmuls take contiguous operands or their conjugate transposes (which CPU
+    BLAS reads as they are: a plain transpose of a complex batch is copied matrix by matrix,
+    and 4-d operands are copied when their batch axes are folded), and whose inverse FFT writes the
+    batch-major input gradient directly (no layout copy)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, diag: torch.Tensor, s: tuple[int, ...], groups: int) -> torch.Tensor:
+        d = len(s)
+        xt = frequency_major(torch.fft.rfftn(x, s=s, dim=tuple(range(2, 2 + d))), groups)
+        freq = xt.shape[:d]
+        p = math.prod(freq)
+        ctx.save_for_backward(xt, diag)
+        ctx.s, ctx.sizes = s, tuple(x.shape[2:])
+        y = _mix(xt.reshape(p, *xt.shape[d:]), diag.reshape(p, *diag.shape[d:]))
+        return y.reshape(*freq, *y.shape[1:])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        xt, diag = ctx.saved_tensors
+        s, d = ctx.s, len(ctx.s)
+        freq = xt.shape[:d]
+        g, b, cin = xt.shape[d:]
+        cout = diag.shape[-1]
+        m = math.prod(freq) * g
+        grad = grad.contiguous().reshape(m, b, cout)
+        xt, diag = xt.reshape(m, b, cin), diag.reshape(m, cin, cout)
+        gx = gdiag = None
+        if ctx.needs_input_grad[1]:
+            gdiag = (xt.conj() * grad).sum(1, keepdim=True) if cin == 1 else torch.bmm(xt.mH, grad)
+            gdiag = gdiag.reshape(*freq, g, cin, cout)
+        if ctx.needs_input_grad[0]:
+            gxt = (grad * diag.conj()).sum(2, keepdim=True) if cin == 1 else torch.bmm(grad, diag.mH)
+            gx = _rfftn_adjoint(gxt.reshape(*freq, g, b, cin), s, tuple(range(d)))
+            for i, size in enumerate(ctx.sizes):
+                if size != gx.shape[i]:
+                    gx = gx.narrow(i, 0, size)
+            gx = batch_major(gx, d)
+        return gx, gdiag, None, None
+
+
+def _rfftn_adjoint(grad: torch.Tensor, s: tuple[int, ...], dim: tuple[int, ...]) -> torch.Tensor:
+    """The adjoint of ``rfftn(., s, dim)`` (zero-extension included, cropping left to the caller):
+    an unnormalised inverse real FFT with the interior bins of the last axis halved."""
+    n = s[-1]
+    scale = torch.full((n // 2 + 1,), 0.5, dtype=grad.real.dtype, device=grad.device)
+    scale[0] = 1.0
+    if n % 2 == 0:
+        scale[-1] = 1.0
+    view = [1] * grad.dim()
+    view[dim[-1]] = -1
+    return torch.fft.irfftn(grad * scale.view(view), s=s, dim=dim, norm="forward")
+
+
+def spectral_mix(x: torch.Tensor, diag: torch.Tensor, s: Sequence[int], groups: int) -> torch.Tensor:
+    """``rfftn(x, s)`` over the spatial axes of ``x`` ``(B, G*C_in, *spatial)``, then per frequency
+    and group ``y[b, o] = sum_i X[b, i] diag[i, o]``; ``diag`` is ``(*freq, G, C_in/G, C_out/G)``.
+    Returns ``(*freq, G, B, C_out/G)``, the frequency-major layout (see :func:`irfftn_batch_major`)."""
+    s = tuple(int(v) for v in s)
+    if any(size > n for size, n in zip(x.shape[2:], s)):
+        raise ValueError(f"spectral_mix: input sizes {list(x.shape[2:])} exceed the transform {list(s)}")
+    if torch.is_grad_enabled() and (x.requires_grad or diag.requires_grad):
+        return _SpectralMix.apply(x, diag.contiguous(), s, groups)
+    d = len(s)
+    xt = frequency_major(torch.fft.rfftn(x, s=s, dim=tuple(range(2, 2 + d))), groups)
+    p = math.prod(xt.shape[:d])
+    y = _mix(xt.reshape(p, *xt.shape[d:]), diag.contiguous().reshape(p, *diag.shape[d:]))
+    return y.reshape(*xt.shape[:d], *y.shape[1:])
+
+
+def irfftn_batch_major(spectrum: torch.Tensor, s: Sequence[int]) -> torch.Tensor:
+    """Inverse real FFT of a frequency-major ``(*freq, G, B, C)`` spectrum over its leading
+    ``len(s)`` axes, returned batch-major ``(B, G*C, *s)`` (the FFT writes that layout itself)."""
+    d = len(s)
+    return batch_major(torch.fft.irfftn(spectrum, s=tuple(s), dim=tuple(range(d))), d)

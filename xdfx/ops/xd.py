@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import XdfxShapeError
-from .fft import batched_matmul, rfftn
+from .fft import irfftn_batch_major, rfftn, spectral_mix
 from .geometry import AxisGeometry
 from .monarch import Monarch
 
@@ -317,40 +317,26 @@ class XDConv(nn.Module):
         for i, g in enumerate(self.geometry):
             g.check(x.shape[2 + i], self.layer_name, i)
 
-    def _mix(self, xf: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
-        """Per frequency and group, ``y[b, o] = sum_i x[b, i] diag[i, o]``: one batched matmul.
-
-        ``diag`` comes from :meth:`diagonal`. Operands are made contiguous: complex matmuls on
-        strided views copy every matrix.
-        """
-        b, g = xf.shape[0], self.groups
-        freq = xf.shape[2:]
-        p = math.prod(freq)
-        cin, cout = self.in_channels // g, self.out_channels // g
-        diag = diag.reshape(p, g, cin, cout)
-        if cin == 1:
-            y = xf.reshape(b, g, 1, p) * diag.permute(1, 3, 0, 2).reshape(g, cout, p)
-        else:
-            xg = xf.reshape(b, g, cin, p).permute(3, 1, 0, 2).contiguous()  # (p, g, b, cin)
-            y = batched_matmul(xg, diag).permute(2, 1, 3, 0)  # (b, g, cout, p)
-        return y.reshape(b, self.out_channels, *freq)
-
     def forward(
         self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         return self.apply_diagonal(x, self.diagonal(weight), self.bias if bias is None else bias)
 
     def apply_diagonal(self, x: torch.Tensor, diag: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """``Real(K diag(L w) M x) + bias`` for ``L w`` from :meth:`diagonal`."""
+        """``Real(K diag(L w) M x) + bias`` for ``L w`` from :meth:`diagonal`.
+
+        The spectrum lives frequency-major ``(*freq, groups, B, C)`` between the two FFTs: the
+        per-frequency channel matmul reads and writes it contiguously, strides are aliased along
+        its leading axes, and the inverse FFT writes the batch-major result directly.
+        """
         x, sizes = self.transform_in(x)
         ns = [g.n for g in self.geometry]
-        dims = tuple(range(2, 2 + self.spatial_dims))
-        z = self._mix(rfftn(x, ns, dims), diag)
+        z = spectral_mix(x, diag, ns, self.groups)
         folded = self._folded_axes(sizes)
         if any(folded):
             z = self._fold_strides(z, folded)
             ns = [g.n // g.stride if f else g.n for g, f in zip(self.geometry, folded)]
-        y = torch.fft.irfftn(z, s=ns, dim=dims)
+        y = irfftn_batch_major(z, ns)
         return self.transform_out(y, sizes, bias, folded)
 
     def _folded_axes(self, sizes: Sequence[int]) -> tuple[bool, ...]:
@@ -364,21 +350,21 @@ class XDConv(nn.Module):
         return tuple(i < d - 1 and g.folds_stride(g.conv_input_size(s)) for i, (g, s) in enumerate(zip(self.geometry, sizes)))
 
     def _fold_strides(self, z: torch.Tensor, folded: Sequence[bool]) -> torch.Tensor:
-        """Alias the spectrum ``z`` along the folded axes (``AxisGeometry.fold_weights``)."""
+        """Alias the frequency-major spectrum ``z`` along the folded axes (``AxisGeometry.fold_weights``)."""
         cache = self.__dict__.setdefault("_fold_cache", {})
         for i, g in enumerate(self.geometry):
             if not folded[i]:
                 continue
-            dim, s = 2 + i, g.stride
+            dim, s = i, g.stride
             key = (i, z.device, z.dtype)
             if key not in cache:
                 alias, post = g.fold_weights()
                 cache[key] = (alias.to(z.device, z.dtype), None if post is None else post.to(z.device, z.dtype))
             alias, post = cache[key]
-            zr = z.reshape(*z.shape[:dim], s, g.n // s, *z.shape[dim + 1 :])
-            view = [1] * zr.dim()
-            view[dim] = s
-            z = (zr * alias.reshape(view)).sum(dim)
+            # the weighted sum of the s aliased blocks as one (1 x s) matmul over contiguous rows
+            lead, m = z.shape[:dim], g.n // s
+            zr = z.reshape(math.prod(lead), s, -1)
+            z = torch.matmul(alias.reshape(1, s), zr).reshape(*lead, m, *z.shape[dim + 1 :])
             if post is not None:
                 view = [1] * z.dim()
                 view[dim] = -1
