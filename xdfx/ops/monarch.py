@@ -30,13 +30,14 @@ class _MonarchApply(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
         y = torch.bmm(b1, x.permute(1, 2, 0))  # (n1, n2, m): block a of B1 on chunk a
         z = torch.bmm(b2, y.transpose(0, 1))  # (n2, n1, m): block j of B2 on stride-n2 slice j
-        ctx.save_for_backward(x, b1, b2, y)
+        ctx.save_for_backward(x, b1, b2)  # y is recomputed: one batched matmul, an activation less held
         return z.permute(2, 1, 0).contiguous()  # (m, n1, n2): position c * n2 + j
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        x, b1, b2, y = ctx.saved_tensors
+        x, b1, b2 = ctx.saved_tensors
+        y = torch.bmm(b1, x.permute(1, 2, 0))
         gz = grad.permute(2, 1, 0).contiguous()  # (n2, n1, m)
         gb2 = torch.bmm(gz, y.permute(1, 2, 0))  # (n2, n1, n1)
         gy = torch.bmm(b2.transpose(1, 2), gz).transpose(0, 1)  # (n1, n2, m)
@@ -93,7 +94,10 @@ class Monarch(nn.Module):
         if dim == x.dim() - 1:
             return torch.matmul(x, block.T)
         before, after = math.prod(x.shape[:dim]), math.prod(x.shape[dim + 1 :])
-        return torch.matmul(block, x.reshape(before, self.n, after)).reshape(x.shape)
+        # one GEMM per leading index with the block broadcast at stride 0 (``matmul(block, x)``
+        # is 3x slower forward on a (32, 16, 36, 36) activation)
+        y = torch.bmm(block.expand(before, self.n, self.n), x.reshape(before, self.n, after))
+        return y.reshape(x.shape)
 
     def dense(self) -> torch.Tensor:
         """The matrix itself, ``n x n`` (for inspection and hardening)."""

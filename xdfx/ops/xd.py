@@ -379,7 +379,8 @@ class XDConv(nn.Module):
             x = F.pad(x, [p for g in reversed(geo) for p in (g.pad if g.prepad else (0, 0))], mode=geo[0].mode)
         sizes = x.shape[2:]
         if len(self.M):
-            x = F.pad(x, [p for g, s in zip(reversed(geo), reversed(sizes)) for p in (0, g.n - s)])
+            if any(g.n != s for g, s in zip(geo, sizes)):  # F.pad copies even when padding nothing
+                x = F.pad(x, [p for g, s in zip(reversed(geo), reversed(sizes)) for p in (0, g.n - s)])
             for i, q in enumerate(self.M):
                 x = q(x, 2 + i)
         return x, sizes
