@@ -1,4 +1,6 @@
-"""Real FFTs whose backward passes are real FFTs too, and a batched matmul with a fast backward.
+"""Real FFTs whose backward passes are real FFTs too, batched matmuls with fast backwards, and
+the XD layer's spectral core: ``spectral_mix`` (real FFT, then one complex matmul per frequency,
+in a frequency-major layout) and ``irfftn_batch_major`` (back to ``(B, C, *spatial)``).
 
 ``torch.fft.rfftn``'s autograd formula runs a full complex FFT on a zero-extended gradient;
 its adjoint is an unnormalised inverse real FFT with the interior bins of the last axis halved
@@ -33,10 +35,7 @@ class _RealFFT(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         s, dim = ctx.s, ctx.dim
         gx = _rfftn_adjoint(grad.conj() if ctx.conj else grad, s, dim)
-        for d, size in zip(dim, ctx.sizes):
-            if size != gx.shape[d]:
-                gx = gx.narrow(d, 0, size)
-        return gx, None, None, None
+        return _crop(gx, dim, ctx.sizes), None, None, None
 
 
 def rfftn(x: torch.Tensor, s: Sequence[int], dim: Sequence[int], conj: bool = False) -> torch.Tensor:
@@ -102,31 +101,36 @@ def batch_major(t: torch.Tensor, d: int) -> torch.Tensor:
 
 
 def _mix(xt: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
-    """``(p, g, b, cin) x (p, g, cin, cout) -> (p, g, b, cout)`` as one 3-d batched matmul (4-d
-    operands fold their batch axes with copies); ``cin == 1`` is a broadcast product."""
+    """``(p, g, b, cin) x (p, g, cin, cout) -> (p, g, b, cout)``: one batched matmul over the
+    ``p * g`` (frequency, group) pairs; ``cin == 1`` is a broadcast product."""
     if xt.shape[-1] == 1:
         return xt * diag
     p, g, b, cin = xt.shape
     return torch.matmul(xt.reshape(p * g, b, cin), diag.reshape(p * g, cin, -1)).reshape(p, g, b, -1)
 
 
+def _forward_mix(x: torch.Tensor, diag: torch.Tensor, s: tuple[int, ...], groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frequency-major spectrum of ``x`` and the mixed spectrum (see :func:`spectral_mix`)."""
+    d = len(s)
+    xt = frequency_major(torch.fft.rfftn(x, s=s, dim=tuple(range(2, 2 + d))), groups)
+    freq = xt.shape[:d]
+    p = math.prod(freq)
+    y = _mix(xt.reshape(p, *xt.shape[d:]), diag.reshape(p, *diag.shape[d:]))
+    return xt, y.reshape(*freq, *y.shape[1:])
+
+
 class _SpectralMix(torch.autograd.Function):
-    """``rfftn`` then the per-frequency channel matmul, in the frequency-major layout, with a
-    backward whose matmuls take contiguous operands or their conjugate transposes (which CPU
-    BLAS reads as they are: a plain transpose of a complex batch is copied matrix by matrix,
-    and 4-d operands are copied when their batch axes are folded), and whose inverse FFT writes the
-    batch-major input gradient directly (no layout copy)."""
+    """``rfftn`` then the per-frequency channel matmul, in the frequency-major layout. The backward
+    multiplies contiguous operands by conjugate transposes (which CPU BLAS reads as they are,
+    where a plain transpose of a complex batch is copied matrix by matrix) and its inverse FFT
+    writes the batch-major input gradient directly."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, diag: torch.Tensor, s: tuple[int, ...], groups: int) -> torch.Tensor:
-        d = len(s)
-        xt = frequency_major(torch.fft.rfftn(x, s=s, dim=tuple(range(2, 2 + d))), groups)
-        freq = xt.shape[:d]
-        p = math.prod(freq)
+        xt, y = _forward_mix(x, diag, s, groups)
         ctx.save_for_backward(xt, diag)
         ctx.s, ctx.sizes = s, tuple(x.shape[2:])
-        y = _mix(xt.reshape(p, *xt.shape[d:]), diag.reshape(p, *diag.shape[d:]))
-        return y.reshape(*freq, *y.shape[1:])
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -146,11 +150,16 @@ class _SpectralMix(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gxt = (grad * diag.conj()).sum(2, keepdim=True) if cin == 1 else torch.bmm(grad, diag.mH)
             gx = _rfftn_adjoint(gxt.reshape(*freq, g, b, cin), s, tuple(range(d)))
-            for i, size in enumerate(ctx.sizes):
-                if size != gx.shape[i]:
-                    gx = gx.narrow(i, 0, size)
-            gx = batch_major(gx, d)
+            gx = batch_major(_crop(gx, range(d), ctx.sizes), d)
         return gx, gdiag, None, None
+
+
+def _crop(t: torch.Tensor, dims: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
+    """The leading ``sizes`` along ``dims`` (undoes a transform's zero-extension)."""
+    for d, size in zip(dims, sizes):
+        if size != t.shape[d]:
+            t = t.narrow(d, 0, size)
+    return t
 
 
 def _rfftn_adjoint(grad: torch.Tensor, s: tuple[int, ...], dim: tuple[int, ...]) -> torch.Tensor:
@@ -175,11 +184,7 @@ def spectral_mix(x: torch.Tensor, diag: torch.Tensor, s: Sequence[int], groups: 
         raise ValueError(f"spectral_mix: input sizes {list(x.shape[2:])} exceed the transform {list(s)}")
     if torch.is_grad_enabled() and (x.requires_grad or diag.requires_grad):
         return _SpectralMix.apply(x, diag.contiguous(), s, groups)
-    d = len(s)
-    xt = frequency_major(torch.fft.rfftn(x, s=s, dim=tuple(range(2, 2 + d))), groups)
-    p = math.prod(xt.shape[:d])
-    y = _mix(xt.reshape(p, *xt.shape[d:]), diag.contiguous().reshape(p, *diag.shape[d:]))
-    return y.reshape(*xt.shape[:d], *y.shape[1:])
+    return _forward_mix(x, diag.contiguous(), s, groups)[1]
 
 
 def irfftn_batch_major(spectrum: torch.Tensor, s: Sequence[int]) -> torch.Tensor:
