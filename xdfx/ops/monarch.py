@@ -7,8 +7,11 @@ Kaleidoscope family: it contains permutations of the grid, block-sparse and low-
 (with complex blocks and twiddles) the DFT itself. Applying it costs ``n (n1 + n2)``
 multiply-adds per vector as two batched matmuls, against ``n^2`` for a dense matrix.
 
-Short axes (``n <= DENSE_UP_TO``) use one dense ``n x n`` block instead: a single GEMM with no
-axis moves is faster there than two tiny batched ones, and it is the most expressive choice.
+Axes up to ``DENSE_UP_TO`` use one dense ``n x n`` block instead, the most expressive choice:
+one GEMM with no layout copies beats the two batched ones with their transposes up to about
+n = 192 on the last axis (forward+backward on (16, 32, n): 0.66 vs 0.68 ms at 192, 1.03 vs
+0.87 ms at 256) and past 256 on inner axes, where the Monarch path moves the axis last and back
+(both axes of (8, 32, n, n): 8.8 vs 19.4 ms at n = 70, 28 vs 86 ms at 128).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-DENSE_UP_TO = 64
+DENSE_UP_TO = 192
 
 
 class _MonarchApply(torch.autograd.Function):
