@@ -26,6 +26,7 @@ from torch import nn
 
 from .fft import batched_matmul, rfftn
 from .geometry import AxisGeometry
+from .monarch import along
 from .xd import XDConv
 
 CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -259,15 +260,6 @@ def real_block(v: torch.Tensor) -> torch.Tensor:
     ``(..., 2i, 2o)``, so that ``[xr, xi] @ block = [Re(x v), Im(x v)]`` (one real matmul)."""
     vr, vi = v[..., 0], v[..., 1]
     return torch.cat([torch.cat([vr, vi], -1), torch.cat([-vi, vr], -1)], -2)
-
-
-def along(matrix: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
-    """``matrix @ x`` along axis ``dim`` of ``x`` (``matrix`` is ``(out, in)``)."""
-    if dim == x.dim() - 1:
-        return torch.matmul(x, matrix.T)
-    before, after = math.prod(x.shape[:dim]), math.prod(x.shape[dim + 1:])
-    y = torch.matmul(matrix, x.reshape(before, x.shape[dim], after))
-    return y.reshape(*x.shape[:dim], matrix.shape[0], *x.shape[dim + 1:])
 
 
 class FrozenXD(nn.Module):

@@ -49,6 +49,17 @@ class _MonarchApply(torch.autograd.Function):
         return gx, gb1, gb2
 
 
+def along(matrix: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``matrix @ x`` along axis ``dim`` of ``x`` (``matrix`` is ``(out, in)``). On an inner axis:
+    one GEMM per leading index with the matrix broadcast at stride 0 (``matmul(matrix, x)``
+    broadcasts by copying: 3x slower forward on a (32, 16, 36, 36) activation)."""
+    if dim == x.dim() - 1:
+        return torch.matmul(x, matrix.T)
+    before, after = math.prod(x.shape[:dim]), math.prod(x.shape[dim + 1 :])
+    y = torch.bmm(matrix.expand(before, *matrix.shape), x.reshape(before, x.shape[dim], after))
+    return y.reshape(*x.shape[:dim], matrix.shape[0], *x.shape[dim + 1 :])
+
+
 def balanced_factors(n: int) -> tuple[int, int]:
     """Return ``(n1, n2)`` with ``n1 * n2 == n`` and ``n1`` the largest divisor ``<= sqrt(n)``."""
     n1 = 1
@@ -93,14 +104,7 @@ class Monarch(nn.Module):
         return _MonarchApply.apply(x.reshape(-1, self.n1, self.n2), self.blocks1, self.blocks2).reshape(x.shape)
 
     def _dense(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        block = self.blocks1[0]
-        if dim == x.dim() - 1:
-            return torch.matmul(x, block.T)
-        before, after = math.prod(x.shape[:dim]), math.prod(x.shape[dim + 1 :])
-        # one GEMM per leading index with the block broadcast at stride 0 (``matmul(block, x)``
-        # is 3x slower forward on a (32, 16, 36, 36) activation)
-        y = torch.bmm(block.expand(before, self.n, self.n), x.reshape(before, self.n, after))
-        return y.reshape(x.shape)
+        return along(self.blocks1[0], x, dim)
 
     def dense(self) -> torch.Tensor:
         """The matrix itself, ``n x n`` (for inspection and hardening)."""

@@ -34,7 +34,7 @@ from torch import nn
 from ..errors import XdfxShapeError
 from .fft import irfftn_batch_major, rfftn, spectral_mix
 from .geometry import AxisGeometry
-from .monarch import Monarch
+from .monarch import Monarch, along
 
 ARCHS = ("monarch", "fixed")
 
@@ -61,7 +61,7 @@ class LinearMap(nn.Module):
 
     def forward(self, w: torch.Tensor, dim: int = -1) -> torch.Tensor:
         """Apply along axis ``dim`` of ``w``."""
-        return torch.matmul(w.movedim(dim, -1), self.matrix.T).movedim(-1, dim)
+        return along(self.matrix, w, dim % w.dim())
 
 
 def _ntuple(v, d: int) -> tuple:
