@@ -187,11 +187,14 @@ def test_spectral_fft_layer_exports(conv, shape, all_modes: bool, tmp_path) -> N
         (lambda: nn.Conv1d(3, 3, 3, padding=1), (2, 3, 40)),
         (lambda: nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4), (2, 4, 12, 10)),  # depthwise
         (lambda: nn.Conv1d(3, 4, 5, padding=2, padding_mode="reflect"), (2, 3, 30)),
-        (lambda: nn.Conv1d(4, 4, 3, padding=1), (2, 4, 80)),  # n > 64: factored Monarch
+        (lambda: nn.Conv1d(4, 4, 3, padding=1), (2, 4, 200)),  # n = 210 > 192: factored Monarch
     ],
     ids=["1d", "2d-depthwise-stride", "1d-reflect", "1d-monarch-factored"],
 )
-def test_frozen_xd_layer_exports(conv, shape, tmp_path) -> None:
+@pytest.mark.parametrize("dft", ["matmul", "op"])
+def test_frozen_xd_layer_exports(conv, shape, dft, tmp_path) -> None:
+    """Both ways the traced frozen form takes its DFTs: real cos/sin matmuls (transforms up to
+    ``FrozenXD.dft_matmul_up_to``) or the ONNX ``DFT`` op."""
     torch.manual_seed(0)
     relaxed, xd = _relaxed(conv(), shape, arch="monarch")
     with torch.no_grad():  # learned general factors: only the frozen form reproduces the layer
@@ -201,12 +204,17 @@ def test_frozen_xd_layer_exports(conv, shape, tmp_path) -> None:
     assert hard.xdfx_report.records[0].form == "frozen"
     layer = hard.get_submodule("0")
     assert isinstance(layer, FrozenXD)
+    assert max(g.n for g in layer.xd.geometry) <= FrozenXD.dft_matmul_up_to
+    if dft == "op":
+        layer.dft_matmul_up_to = 0
     x = torch.randn(*shape)
     with torch.no_grad():  # the real (re, im) formulation that export traces, run eagerly
         ref, real = layer(x), layer.forward_real(x, layer.bias)
     assert float((real - ref).abs().max()) <= TOL * float(ref.abs().max())
     result = _export(hard, torch.randn(*shape), tmp_path)
     _assert_checked(result, shape[0])
+    ops = {node.op_type for node in onnx.load(str(result.path)).graph.node}
+    assert ("DFT" in ops) == (dft == "op"), ops
     got = xdfx.export.ort_session(result.path).run(None, {result.input_names[0]: x.numpy()})[0]
     with torch.no_grad():
         ref = relaxed(x)

@@ -222,37 +222,56 @@ class SpectralConv(nn.Module):
             return cache[key]
         d, out = len(self.geometry), []
         for i, g in enumerate(self.geometry):
-            k = kept_frequencies(g.n, self.modes[i], i == d - 1).to(torch.float64)
-            pos_in = torch.arange(sizes[i], dtype=torch.float64)
-            orig = g.conv_input_size(sizes[i])
-            idx = g.out_index(orig, torch.device("cpu"))
-            pos_out = torch.arange(g.n)[idx].to(torch.float64) if isinstance(idx, slice) else idx.to(torch.float64)
-            ang_in = 2 * math.pi * k[:, None] * pos_in[None, :] / g.n  # (K, N_in)
-            ang_out = 2 * math.pi * pos_out[:, None] * k[None, :] / g.n  # (T, K)
-            scale = torch.full_like(k, 1.0 / g.n)
-            if i == d - 1:  # one-sided: interior bins stand for a conjugate pair
-                scale = torch.where((k == 0) | (2 * k == g.n), scale, 2 * scale)
-            bases = (ang_in.cos(), ang_in.sin(), ang_out.cos() * scale, ang_out.sin() * scale)
-            out.append(tuple(b.to(device=device, dtype=dtype) for b in bases))
+            k = kept_frequencies(g.n, self.modes[i], i == d - 1)
+            idx = g.out_index(g.conv_input_size(sizes[i]), torch.device("cpu"))
+            pos_out = torch.arange(g.n)[idx] if isinstance(idx, slice) else idx
+            out.append(dft_bases(g.n, k, torch.arange(sizes[i]), pos_out, i == d - 1, device, dtype))
         cache[key] = out
         return out
 
     def _forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
-        d = len(self.geometry)
         x = self._prepare(x)
         bases = self._bases(x.shape[2:], x.device, x.dtype)
-        last = 2 + d - 1
-        cf, sf, _, _ = bases[-1]
-        yr, yi = along(cf, x, last), -along(sf, x, last)
-        for i in range(d - 1):
-            c, s, _, _ = bases[i]
-            yr, yi = along(c, yr, 2 + i) + along(s, yi, 2 + i), along(c, yi, 2 + i) - along(s, yr, 2 + i)
-        zr, zi = self._mix(yr, yi)
-        for i in range(d - 1):
-            _, _, c, s = bases[i]
-            zr, zi = along(c, zr, 2 + i) - along(s, zi, 2 + i), along(c, zi, 2 + i) + along(s, zr, 2 + i)
-        _, _, c, s = bases[-1]
-        return along(c, zr, last) - along(s, zi, last)
+        zr, zi = self._mix(*real_dft(x, bases))
+        return inverse_real_dft(zr, zi, bases)
+
+
+def dft_bases(n: int, k: torch.Tensor, pos_in: torch.Tensor, pos_out: torch.Tensor, last: bool, device, dtype):
+    """The real DFT of one axis of length ``n`` restricted to frequencies ``k``, as matrices:
+    forward ``(cos, sin)`` ``(K, N_in)`` over input positions ``pos_in``, inverse ``(cos, sin)``
+    ``(T, K)`` onto output positions ``pos_out``, scaled by ``1/n`` (doubled for the interior
+    bins of the ``last``, one-sided axis: each stands for a conjugate pair)."""
+    k, pos_in, pos_out = (t.to(torch.float64) for t in (k, pos_in, pos_out))
+    ang_in = 2 * math.pi * k[:, None] * pos_in[None, :] / n
+    ang_out = 2 * math.pi * pos_out[:, None] * k[None, :] / n
+    scale = torch.full_like(k, 1.0 / n)
+    if last:
+        scale = torch.where((k == 0) | (2 * k == n), scale, 2 * scale)
+    bases = (ang_in.cos(), ang_in.sin(), ang_out.cos() * scale, ang_out.sin() * scale)
+    return tuple(b.to(device=device, dtype=dtype) for b in bases)
+
+
+def real_dft(x: torch.Tensor, bases) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rfftn`` of real ``x`` ``(B, C, *spatial)`` over its spatial axes as real matmuls with
+    :func:`dft_bases` (one per axis, the last axis one-sided): ``(real, imag)``."""
+    d = len(bases)
+    last = 1 + d
+    cf, sf, _, _ = bases[-1]
+    yr, yi = along(cf, x, last), -along(sf, x, last)
+    for i in range(d - 1):
+        c, s, _, _ = bases[i]
+        yr, yi = along(c, yr, 2 + i) + along(s, yi, 2 + i), along(c, yi, 2 + i) - along(s, yr, 2 + i)
+    return yr, yi
+
+
+def inverse_real_dft(zr: torch.Tensor, zi: torch.Tensor, bases) -> torch.Tensor:
+    """The inverse of :func:`real_dft` onto the bases' output positions (a real result)."""
+    d = len(bases)
+    for i in range(d - 1):
+        _, _, c, s = bases[i]
+        zr, zi = along(c, zr, 2 + i) - along(s, zi, 2 + i), along(c, zi, 2 + i) + along(s, zr, 2 + i)
+    _, _, c, s = bases[-1]
+    return along(c, zr, 1 + d) - along(s, zi, 1 + d)
 
 
 def real_block(v: torch.Tensor) -> torch.Tensor:
@@ -263,7 +282,12 @@ def real_block(v: torch.Tensor) -> torch.Tensor:
 
 
 class FrozenXD(nn.Module):
-    """An XD layer with every transform frozen and ``L w`` computed once (no per-call L)."""
+    """An XD layer with every transform frozen and ``L w`` computed once (no per-call L).
+
+    Traced (torch.compile, ONNX), transforms no longer than ``dft_matmul_up_to`` are real DFT
+    matmuls: onnxruntime's ``DFT`` op is many times slower than them there."""
+
+    dft_matmul_up_to = 256
 
     def __init__(self, xd: XDConv, weight: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -293,9 +317,28 @@ class FrozenXD(nn.Module):
         dims = tuple(range(2, 2 + xd.spatial_dims))
         ns = [g.n for g in xd.geometry]
         x, sizes = xd.transform_in(x)
-        z = self._mix(torch.view_as_real(rfftn(x, ns, dims)))
-        y = torch.fft.irfftn(torch.view_as_complex(z), s=ns, dim=dims)
+        if max(ns) <= self.dft_matmul_up_to:
+            bases = self._bases(x.shape[2:], x.device, x.dtype)  # sizes as the transform sees x
+            z = self._mix(torch.stack(real_dft(x, bases), -1))
+            y = inverse_real_dft(z[..., 0], z[..., 1], bases)
+        else:
+            z = self._mix(torch.view_as_real(rfftn(x, ns, dims)))
+            y = torch.fft.irfftn(torch.view_as_complex(z), s=ns, dim=dims)
         return xd.transform_out(y, sizes, b)
+
+    def _bases(self, sizes: Sequence[int], device, dtype):
+        """:func:`dft_bases` of every axis: all frequencies, onto all ``n`` circular positions
+        (``transform_out`` applies ``Q_K`` and keeps the conv's outputs after)."""
+        key = (tuple(sizes), device, dtype)
+        cache = {} if torch.compiler.is_compiling() else self.__dict__.setdefault("_basis_cache", {})
+        if key not in cache:
+            d = self.xd.spatial_dims
+            cache[key] = [
+                dft_bases(g.n, torch.arange(g.n // 2 + 1 if i == d - 1 else g.n), torch.arange(sizes[i]),
+                          torch.arange(g.n), i == d - 1, device, dtype)
+                for i, g in enumerate(self.xd.geometry)
+            ]
+        return cache[key]
 
     def _mix(self, xf: torch.Tensor) -> torch.Tensor:
         """``z[b, o] = sum_i x[b, i] v[i, o]`` (``v`` the diagonal) per frequency and group, on
