@@ -73,18 +73,21 @@ def test_monarch_starts_at_identity_and_is_a_linear_map(n: int) -> None:
     assert sum(p.numel() for p in q.parameters()) <= n * n + n
 
 
-@pytest.mark.parametrize("n", [12, 97 * 2, 130])
-def test_monarch_gradient(n: int) -> None:
-    """The hand-written backward (strided batched matmuls) against finite differences."""
+@pytest.mark.parametrize("dim", [2, 1])
+@pytest.mark.parametrize("n", [12, 97 * 2, 210])
+def test_monarch_gradient(n: int, dim: int) -> None:
+    """Dense (n <= DENSE_UP_TO) and factored Monarchs, on the last axis (the hand-written
+    backward over strided batched matmuls) and an inner one (the stride-0 batched GEMM, or the
+    axis moved last), against finite differences."""
     q = Monarch(n, dtype=torch.float64)
     with torch.no_grad():
         for p in q.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    x = torch.randn(2, 3, n, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, n, dtype=torch.float64).movedim(2, dim).contiguous().requires_grad_()
     names, params = zip(*q.named_parameters())
 
     def apply(t, *blocks):
-        return torch.func.functional_call(q, dict(zip(names, blocks)), (t,))
+        return torch.func.functional_call(q, dict(zip(names, blocks)), (t, dim))
 
     assert torch.autograd.gradcheck(apply, (x, *(p.detach().clone().requires_grad_() for p in params)))
 
