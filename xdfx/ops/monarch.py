@@ -10,8 +10,9 @@ multiply-adds per vector as two batched matmuls, against ``n^2`` for a dense mat
 Axes up to ``DENSE_UP_TO`` use one dense ``n x n`` block instead, the most expressive choice:
 one GEMM with no layout copies beats the two batched ones with their transposes up to about
 n = 192 on the last axis (forward+backward on (16, 32, n): 0.66 vs 0.68 ms at 192, 1.03 vs
-0.87 ms at 256) and past 256 on inner axes, where the Monarch path moves the axis last and back
-(both axes of (8, 32, n, n): 8.8 vs 19.4 ms at n = 70, 28 vs 86 ms at 128).
+0.87 ms at 256) and still at 256 on inner axes, where the Monarch path moves the axis last and
+back (both axes of (8, 32, n, n): 8.8 vs 19.4 ms at n = 70, 28 vs 86 ms at 128, 303 vs 686 ms at
+256).
 """
 
 from __future__ import annotations
