@@ -35,7 +35,7 @@ import xdfx  # noqa: E402
 import xdfx.export  # noqa: E402
 from benchmarks.timing import interleaved, machine, write_json  # noqa: E402
 from examples.models import TCN, ResNetSmall  # noqa: E402
-from xdfx.ops.hardened import SpectralConv  # noqa: E402
+from xdfx.ops import SpectralConv  # noqa: E402
 
 TARGET_RATIO = 1.5
 

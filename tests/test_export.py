@@ -25,9 +25,8 @@ import xdfx
 import xdfx.export
 from tests.zoo import ZOO
 from xdfx.export import XdfxExportError, XdfxExportWarning, check_outputs
-from xdfx.ops import XDConv
 from xdfx.ops.graph import XDGraphConv
-from xdfx.ops.hardened import FrozenGraphConv, FrozenXD, Gather, Pad, PadTo, SpectralConv, Zero
+from xdfx.ops import FrozenGraphConv, FrozenXD, Gather, Monarch, Pad, PadTo, SpectralConv, XDConv, Zero
 
 TOL = 1e-4
 COVERING = ["cnn3d", "data_dependent", "functional_conv", "gcn", "nontensor_args", "pools", "shared_conv", "tcn_causal"]
@@ -131,8 +130,8 @@ def test_spectral_matmul_layer_exports_without_dft(conv, shape, modes, tmp_path)
 
 
 def test_tracing_leaves_the_eager_spectral_layer_intact() -> None:
-    """torch.export runs forward on fake tensors: the cos/sin bases built then must not be
-    cached, or the next eager call would compute with fake tensors."""
+    """torch.export runs forward on fake tensors: nothing computed then may stay in the layer,
+    or the next eager call would compute with fake tensors."""
     torch.manual_seed(0)
     relaxed, xd = _relaxed(nn.Conv1d(4, 4, 5, padding=2, padding_mode="circular"), (2, 4, 64))
     _plant_spectrum(xd, 5)
@@ -141,7 +140,6 @@ def test_tracing_leaves_the_eager_spectral_layer_intact() -> None:
     x = torch.randn(2, 4, 64)
     with torch.no_grad():
         ref = hard(x)
-    layer.__dict__.pop("_basis_cache", None)
     torch.export.export(hard, (x,), strict=False)
     with torch.no_grad():
         assert torch.equal(hard(x), ref)
@@ -191,10 +189,10 @@ def test_spectral_fft_layer_exports(conv, shape, all_modes: bool, tmp_path) -> N
     ],
     ids=["1d", "2d-depthwise-stride", "1d-reflect", "1d-monarch-factored"],
 )
-@pytest.mark.parametrize("dft", ["matmul", "op"])
+@pytest.mark.parametrize("dft", ["matmul", "fft"])
 def test_frozen_xd_layer_exports(conv, shape, dft, tmp_path) -> None:
-    """Both ways the traced frozen form takes its DFTs: real cos/sin matmuls (transforms up to
-    ``FrozenXD.dft_matmul_up_to``) or the ONNX ``DFT`` op."""
+    """Both ways the frozen form takes its DFTs: real cos/sin matmuls (harden's choice for
+    transforms up to ``FrozenXD.dft_matmul_up_to``) or real FFTs (the ONNX ``DFT`` op)."""
     torch.manual_seed(0)
     relaxed, xd = _relaxed(conv(), shape, arch="monarch")
     with torch.no_grad():  # learned general factors: only the frozen form reproduces the layer
@@ -203,18 +201,18 @@ def test_frozen_xd_layer_exports(conv, shape, dft, tmp_path) -> None:
     hard = xdfx.harden(relaxed)
     assert hard.xdfx_report.records[0].form == "frozen"
     layer = hard.get_submodule("0")
-    assert isinstance(layer, FrozenXD)
-    assert max(g.n for g in layer.xd.geometry) <= FrozenXD.dft_matmul_up_to
-    if dft == "op":
-        layer.dft_matmul_up_to = 0
+    assert isinstance(layer, FrozenXD) and layer.method == "matmul"
+    assert max(g.n for g in layer.geometry) <= FrozenXD.dft_matmul_up_to
+    assert not any(isinstance(m, (XDConv, Monarch)) for m in hard.modules())  # frozen factors are buffers
+    hard.set_submodule("0", FrozenXD(xd, method=dft))
     x = torch.randn(*shape)
-    with torch.no_grad():  # the real (re, im) formulation that export traces, run eagerly
-        ref, real = layer(x), layer.forward_real(x, layer.bias)
-    assert float((real - ref).abs().max()) <= TOL * float(ref.abs().max())
+    with torch.no_grad():
+        ref = layer(x)
+        assert float((hard(x) - ref).abs().max()) <= TOL * float(ref.abs().max())
     result = _export(hard, torch.randn(*shape), tmp_path)
     _assert_checked(result, shape[0])
     ops = {node.op_type for node in onnx.load(str(result.path)).graph.node}
-    assert ("DFT" in ops) == (dft == "op"), ops
+    assert ("DFT" in ops) == (dft == "fft"), ops
     got = xdfx.export.ort_session(result.path).run(None, {result.input_names[0]: x.numpy()})[0]
     with torch.no_grad():
         ref = relaxed(x)

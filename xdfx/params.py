@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .ops.monarch import Monarch
-from .ops.xd import LinearMap
+from .ops.monarch import LinearMap, Monarch
 
 ARCH_MODULES: tuple[type[nn.Module], ...] = (Monarch, LinearMap)
 

@@ -1,43 +1,69 @@
-"""Per-layer records of what a pass did, printable as a table."""
+"""What the passes record: per-layer rows of relax and harden, printable as tables, and the
+provenance of each XD layer (the op it came from), which harden reads back."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field, fields
+from typing import Any, Callable
+
+from torch import fx, nn
+
+#: ``LayerRecord.status`` values.
+STATUSES = ("relaxed", "skipped", "leaf")
+# fx.GraphModule.__deepcopy__ restores the attributes listed under this key of ``gm.meta``
+_PRESERVED = "_user_preserved_attributes"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The op an XD layer was relaxed from: its op kind (a row of :mod:`xdfx.op_kinds`) and what
+    harden needs to give it back."""
+
+    kind: str
+    module: nn.Module | None = None  # the original module (pools), a private copy
+    function: Callable | None = None  # the original function (functional convs)
+    options: dict = field(default_factory=dict)  # the function's non-tensor arguments
 
 
 @dataclass
 class LayerRecord:
-    """One node of the graph that a pass rewrote or left alone, and why."""
+    """One call site of an op that relax rewrote, skipped or kept inside a leaf, and why."""
 
     name: str
     op: str
-    status: str  # "relaxed" | "skipped"
+    status: str  # one of STATUSES
     input_shape: tuple[int, ...] | None = None
     output_shape: tuple[int, ...] | None = None
     detail: str = ""
     error: float | None = None  # relative max error of the rewrite on a random probe
+    kind: str = "other"  # the op kind: conv, conv_function, avg_pool, max_pool, conv_transpose, graph_conv, leaf
+    origin: Origin | None = field(default=None, repr=False)
 
-    @property
-    def kind(self) -> str:
-        """conv, conv_transpose, avg_pool, max_pool, graph_conv or leaf."""
-        if self.status == "leaf":
-            return "leaf"
-        op = self.op.lower()
-        if "transpose" in op:
-            return "conv_transpose"
-        if "pool" in op:
-            return "max_pool" if "max" in op else "avg_pool"
-        if "graph" in op:
-            return "graph_conv"
-        return "conv" if "conv" in op else "other"
+
+@dataclass
+class HardenRecord:
+    """What one XD layer became. Parameter counts include buffers: every number the layer stores."""
+
+    name: str
+    form: str
+    detail: str
+    error: float
+    flops_before: float
+    flops_after: float
+    params_before: int
+    params_after: int
+    runner_up: str = ""
+    runner_up_error: float | None = None
+    runner_up_flops: float | None = None
 
 
 @dataclass
 class Report:
-    """A list of :class:`LayerRecord` with a table view."""
+    """A list of records with a table view."""
 
     title: str
-    records: list[LayerRecord] = field(default_factory=list)
+    records: list = field(default_factory=list)
 
     def __iter__(self):
         return iter(self.records)
@@ -46,29 +72,62 @@ class Report:
         return len(self.records)
 
     def relaxed(self) -> list[LayerRecord]:
-        return [r for r in self.records if r.status == "relaxed"]
+        return [r for r in self.records if getattr(r, "status", "") == "relaxed"]
 
     def skipped(self) -> list[LayerRecord]:
-        return [r for r in self.records if r.status == "skipped"]
+        return [r for r in self.records if getattr(r, "status", "") == "skipped"]
+
+    def origins(self) -> dict[str, Origin]:
+        """Layer name -> where each relaxed layer came from."""
+        return {r.name: r.origin for r in self.records if getattr(r, "origin", None) is not None}
 
     def table(self):
-        """A ``rich.table.Table`` with one row per record and one column per record field."""
+        """A ``rich.table.Table`` with one row per record and one column per shown field."""
         from rich.table import Table
 
         table = Table(title=self.title)
-        columns = [f.name for f in fields(self.records[0])] if self.records else ["name"]
+        columns = [f.name for f in fields(self.records[0]) if f.repr] if self.records else ["name"]
         for col in columns:
-            table.add_column(col.replace("_", " "))
+            table.add_column(col.replace("_", " "), overflow="fold")
         for r in self.records:
             table.add_row(*(_cell(getattr(r, c)) for c in columns))
         return table
 
+    def summary(self) -> str:
+        return ""
+
     def __str__(self) -> str:
         from rich.console import Console
 
-        console = Console(width=160, record=True, file=_Null())
+        width = max(120, shutil.get_terminal_size((160, 24)).columns)
+        console = Console(width=width, record=True, file=_Null())
         console.print(self.table())
-        return console.export_text()
+        text = console.export_text()
+        return text + (self.summary() + "\n" if self.summary() else "")
+
+
+@dataclass
+class HardenReport(Report):
+    """Per-layer harden records plus the whole-model error on the calibration inputs (if given)."""
+
+    end_to_end_error: float | None = None
+    tol: float = 0.0
+    kept_xd: list[str] = field(default_factory=list)  # layers left as learnable XD layers
+
+    def summary(self) -> str:
+        frozen = sum(r.form == "frozen" for r in self.records)
+        kept = ", ".join(self.kept_xd) if self.kept_xd else "none"
+        line = f"{len(self.records)} XD layers hardened; frozen XD forms: {frozen}; learnable XD layers kept: {kept}"
+        if self.end_to_end_error is not None:
+            line += f"; end-to-end relative error {self.end_to_end_error:.2e}"
+        return line
+
+
+def attach(gm: nn.Module, name: str, value: Any) -> None:
+    """Set ``gm.<name> = value`` so that it survives ``copy.deepcopy`` of a GraphModule."""
+    setattr(gm, name, value)
+    if isinstance(gm, fx.GraphModule):
+        gm.meta.setdefault(_PRESERVED, {})[name] = value
 
 
 class _Null:

@@ -4,45 +4,19 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import fx, nn
 
+from .common import as_inputs, attribute, xd_layers
 from .errors import XdfxInputError
-from .ops import XDConv
-from .ops.graph import XDGraphConv
+from .op_kinds import OP_KINDS
 from .passes.context import RelaxConfig, RelaxContext, Selector
-from .passes.relax_conv import relax_conv_functions, relax_conv_modules
-from .passes.relax_graphconv import relax_graph_convs
-from .passes.relax_leaves import leaf_watch_list, record_unsupported, relax_inside_leaves
-from .passes.relax_pool import record_max_pools, relax_pools
+from .passes.relax_leaves import leaf_watch_list, record_kept, relax_inside_leaves
 from .passes.shape_info import propagate_shapes
-from .records import Report
+from .records import Report, attach
 from .trace import TraceOptions, trace
-
-#: The rewrite table: each rule rewrites one kind of op (or records why it stays), in order.
-RULES: tuple[Callable[[RelaxContext], None], ...] = (
-    relax_conv_modules,
-    relax_conv_functions,
-    relax_pools,
-    relax_graph_convs,
-    relax_inside_leaves,
-    record_max_pools,
-    record_unsupported,
-)
-XD_TYPES = (XDConv, XDGraphConv)
-
-
-def as_inputs(example_inputs: Any) -> tuple:
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)) and example_inputs:
-        return tuple(example_inputs)
-    raise XdfxInputError(
-        f"example_inputs must be a tensor or a non-empty tuple of forward arguments, got "
-        f"{type(example_inputs).__name__}"
-    )
 
 
 def relax(
@@ -88,7 +62,7 @@ def relax(
     if not isinstance(model, nn.Module):
         raise XdfxInputError(f"relax expects an nn.Module, got {type(model).__name__}")
     inputs = as_inputs(example_inputs)
-    already = [n for n, m in model.named_modules() if isinstance(m, XD_TYPES)]
+    already = list(xd_layers(model))
     if already:
         raise XdfxInputError(f"the model is already relaxed (XD layers at {already[:3]}); relax the original model")
     config = RelaxConfig(arch=arch, max_kernel_size=max_kernel_size, include=tuple(include), exclude=tuple(exclude))
@@ -97,19 +71,22 @@ def relax(
         concrete_args = _non_tensor_arguments(model, inputs)
     traced = trace(root, TraceOptions(tuple(leaf_modules), tuple(leaf_classes), concrete_args))
     gm = traced.graph_module
-    leaf_shapes = propagate_shapes(gm, inputs, leaf_watch_list(gm, traced.leaves))
+    leaf_shapes = propagate_shapes(gm, inputs, leaf_watch_list(gm, traced.leaves, OP_KINDS))
     ctx = RelaxContext(gm, config, traced.leaves, leaf_shapes)
-    for rule in RULES:
-        rule(ctx)
+    for kind in OP_KINDS:  # the rows of xdfx.op_kinds, in order
+        if kind.relax is not None:
+            kind.relax(ctx, kind)
+    relax_inside_leaves(ctx, OP_KINDS)
+    record_kept(ctx, OP_KINDS)
     drop_dead_attributes(gm)
     gm.graph.lint()
     gm.recompile()
     if inplace:
-        for name, module in gm.named_modules():
-            if isinstance(module, XD_TYPES) and _has_submodule(model, name):
+        for name, module in xd_layers(gm).items():
+            if _has_submodule(model, name):
                 model.set_submodule(name, module)
     gm.training = model.training
-    gm.xdfx_report = Report("xdfx.relax", ctx.records)
+    attach(gm, "xdfx_report", Report("xdfx.relax", ctx.records))
     return gm
 
 
@@ -139,9 +116,8 @@ def drop_dead_attributes(gm: fx.GraphModule) -> None:
             gm.graph.erase_node(node)
             still_used = any(n.op == "get_attr" and n.target == node.target for n in gm.graph.nodes)
             owner, _, name = node.target.rpartition(".")
-            module = gm.get_submodule(owner) if owner else gm
-            if not still_used and isinstance(getattr(module, name, None), nn.Parameter):
-                delattr(module, name)
+            if not still_used and isinstance(attribute(gm, node.target), nn.Parameter):
+                delattr(gm.get_submodule(owner) if owner else gm, name)
 
 
 def _has_submodule(model: nn.Module, name: str) -> bool:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import XdfxShapeError
-from .xd import LinearMap
+from .monarch import LinearMap
 
 
 def normalized_adjacency(adjacency: torch.Tensor, self_loops: bool = True) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Monarch matrices: learnable real n x n structured maps, applied along one axis.
+"""Learnable real structured maps applied along one axis: Monarch matrices and plain matrices.
 
 A Monarch matrix is ``P^T B2 P B1``: ``B1`` is block-diagonal with ``n1`` dense blocks of
 size ``n2 x n2``, ``P`` is the reshape-transpose permutation of an ``n1 x n2`` grid and ``B2`` is
@@ -8,11 +8,8 @@ Kaleidoscope family: it contains permutations of the grid, block-sparse and low-
 multiply-adds per vector as two batched matmuls, against ``n^2`` for a dense matrix.
 
 Axes up to ``DENSE_UP_TO`` use one dense ``n x n`` block instead, the most expressive choice:
-one GEMM with no layout copies beats the two batched ones with their transposes up to about
-n = 192 on the last axis (forward+backward on (16, 32, n): 0.66 vs 0.68 ms at 192, 1.03 vs
-0.87 ms at 256) and still at 256 on inner axes, where the Monarch path moves the axis last and
-back (both axes of (8, 32, n, n): 8.8 vs 19.4 ms at n = 70, 28 vs 86 ms at 128, 303 vs 686 ms at
-256).
+there one GEMM without layout copies is faster than the two batched ones and their transposes
+(``benchmarks/bench_relax.py``; results in ``benchmarks/results/``).
 """
 
 from __future__ import annotations
@@ -53,7 +50,7 @@ class _MonarchApply(torch.autograd.Function):
 def along(matrix: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
     """``matrix @ x`` along axis ``dim`` of ``x`` (``matrix`` is ``(out, in)``). On an inner axis:
     one GEMM per leading index with the matrix broadcast at stride 0 (``matmul(matrix, x)``
-    broadcasts by copying: 3x slower forward on a (32, 16, 36, 36) activation)."""
+    would copy the broadcast matrix)."""
     if dim == x.dim() - 1:
         return torch.matmul(x, matrix.T)
     before, after = math.prod(x.shape[:dim]), math.prod(x.shape[dim + 1 :])
@@ -95,19 +92,63 @@ class Monarch(nn.Module):
 
     def forward(self, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
         """Apply the matrix along axis ``dim`` of ``x``."""
-        dim = dim % x.dim()
-        if x.shape[dim] != self.n:
-            raise ValueError(f"Monarch of size {self.n} got an axis of {x.shape[dim]}")
-        if self.blocks2 is None:
-            return self._dense(x, dim)
-        if dim != x.dim() - 1:
-            return self(x.movedim(dim, -1)).movedim(-1, dim)
-        return _MonarchApply.apply(x.reshape(-1, self.n1, self.n2), self.blocks1, self.blocks2).reshape(x.shape)
-
-    def _dense(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        return along(self.blocks1[0], x, dim)
+        return apply_monarch(self.blocks1, self.blocks2, x, dim)
 
     def dense(self) -> torch.Tensor:
         """The matrix itself, ``n x n`` (for inspection and hardening)."""
         eye = torch.eye(self.n, device=self.blocks1.device, dtype=self.blocks1.dtype)
         return self(eye).T
+
+
+def apply_monarch(blocks1: torch.Tensor, blocks2: torch.Tensor | None, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """The Monarch matrix with these blocks (``blocks2`` None: one dense block) along ``dim`` of ``x``."""
+    dim = dim % x.dim()
+    n1, n2 = blocks1.shape[0], blocks1.shape[1]
+    if x.shape[dim] != n1 * n2:
+        raise ValueError(f"Monarch of size {n1 * n2} got an axis of {x.shape[dim]}")
+    if blocks2 is None:
+        return along(blocks1[0], x, dim)
+    if dim != x.dim() - 1:
+        return apply_monarch(blocks1, blocks2, x.movedim(dim, -1), -1).movedim(-1, dim)
+    return _MonarchApply.apply(x.reshape(-1, n1, n2), blocks1, blocks2).reshape(x.shape)
+
+
+class LinearMap(nn.Module):
+    """A learnable real ``n x k`` matrix applied along one axis (an architecture parameter).
+
+    XD uses it for ``Q_L`` when the kernel buffer is truncated (initialised to the
+    zero-extension ``[I; 0]``, so ``L = conj F Q_L`` starts as the DFT) and for the graph
+    eigenbases of graph convolutions.
+    """
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        super().__init__()
+        self.n, self.k = matrix.shape
+        self.matrix = nn.Parameter(matrix.clone())
+
+    @classmethod
+    def embedding(cls, k: int, n: int, *, device=None, dtype=None) -> "LinearMap":
+        return cls(torch.eye(n, k, device=device, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        return f"{self.k} -> {self.n}"
+
+    def forward(self, w: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """Apply along axis ``dim`` of ``w``."""
+        return along(self.matrix, w, dim % w.dim())
+
+
+class FixedMonarch(nn.Module):
+    """A frozen Monarch matrix: its blocks as buffers (no architecture parameters left)."""
+
+    def __init__(self, blocks1: torch.Tensor, blocks2: torch.Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("blocks1", blocks1.detach().clone())
+        self.register_buffer("blocks2", None if blocks2 is None else blocks2.detach().clone())
+
+    @classmethod
+    def of(cls, monarch: Monarch) -> "FixedMonarch":
+        return cls(monarch.blocks1, monarch.blocks2)
+
+    def forward(self, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        return apply_monarch(self.blocks1, self.blocks2, x, dim)

@@ -1,30 +1,22 @@
 """The XD-operation ``Real(K diag(L w) M x)`` over 1, 2 or 3 spatial axes.
 
-Each of the three transforms is an FFT composed with a learnable real Monarch matrix per axis
+Each transform is an FFT composed with a learnable real Monarch matrix per axis
 (``arch="monarch"``), initialised to identity so that at warm start ``M = F``, ``L = F`` with the
 kernel flip and ``K = F^-1`` exactly:
 
     M = F Q_M,    L = conj F Q_L  (conj F w = F flip(w) for real w),    K = Q_K F^-1.
 
-Because ``Q_M x`` and ``Q_L w`` are real, ``diag(L w) M x`` is Hermitian and ``Real(F^-1 .)`` is
-an inverse *real* FFT: every transform is a real FFT of an FFT-friendly (not power-of-two)
-length, and the learnable factors can still move ``K``, ``L``, ``M`` away from the DFT (to
-permutations, block-sparse or low-rank maps). ``arch="fixed"`` keeps plain FFTs.
-
-The kernel ``w`` is as long as the transform (``max_kernel_size`` caps it), warm-started with the
-conv's taps at their dilated positions and zeros elsewhere, so it can grow into a global filter.
-A full-length owned kernel is stored as its diagonal ``L w = conj F w`` itself
-(``spectral_weight``, in the layout of the per-frequency matmul): the same operator and the same
-warm start, with no kernel FFT, conjugation or transposition per step (``kernel()`` /
-``set_kernel()`` read and write it as the real ``w``). A truncated kernel (learnable ``Q_L``) or
-one computed by the model (``F.conv*d`` weights) stays spatial. Where ``K`` is the plain inverse
-DFT, a stride along a full frequency axis is taken in frequency (an aliased spectrum and a
-``stride`` x shorter inverse FFT).
+Because ``Q_M x`` and ``Q_L w`` are real, every transform is a real FFT of an FFT-friendly length,
+and the factors can still move ``K``, ``L``, ``M`` away from the DFT. ``arch="fixed"`` keeps plain
+FFTs. The kernel ``w`` is as long as the transform (``max_kernel_size`` caps it), warm-started with
+the conv's taps at their dilated positions, so it can grow into a global filter. A full-length
+owned kernel is stored as its diagonal ``L w`` itself (``spectral_weight``): the same operator with
+no kernel FFT per step; a truncated kernel (learnable ``Q_L``) or one the model computes
+(``F.conv*d`` weights) stays spatial.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -34,34 +26,10 @@ from torch import nn
 from ..errors import XdfxShapeError
 from .fft import irfftn_batch_major, rfftn, spectral_mix
 from .geometry import AxisGeometry
-from .monarch import Monarch, along
+from .circular import CircularLayer
+from .monarch import LinearMap, Monarch
 
 ARCHS = ("monarch", "fixed")
-
-
-class LinearMap(nn.Module):
-    """A learnable real ``n x k`` matrix applied along one axis (an architecture parameter).
-
-    XD uses it for ``Q_L`` when the kernel buffer is truncated (initialised to the
-    zero-extension ``[I; 0]``, so ``L = conj F Q_L`` starts as the DFT) and for the graph
-    eigenbases of graph convolutions.
-    """
-
-    def __init__(self, matrix: torch.Tensor) -> None:
-        super().__init__()
-        self.n, self.k = matrix.shape
-        self.matrix = nn.Parameter(matrix.clone())
-
-    @classmethod
-    def embedding(cls, k: int, n: int, *, device=None, dtype=None) -> "LinearMap":
-        return cls(torch.eye(n, k, device=device, dtype=dtype))
-
-    def extra_repr(self) -> str:
-        return f"{self.k} -> {self.n}"
-
-    def forward(self, w: torch.Tensor, dim: int = -1) -> torch.Tensor:
-        """Apply along axis ``dim`` of ``w``."""
-        return along(self.matrix, w, dim % w.dim())
 
 
 def _ntuple(v, d: int) -> tuple:
@@ -81,7 +49,7 @@ def conv_pads(padding, kernel: Sequence[int], dilation: Sequence[int]) -> list[t
     return [(int(p), int(p)) for p in _ntuple(padding, d)]
 
 
-class XDConv(nn.Module):
+class XDConv(CircularLayer):
     """An XD-operation, a drop-in replacement for ``nn.Conv{1,2,3}d`` (see the module docstring).
 
     Parameters
@@ -112,17 +80,11 @@ class XDConv(nn.Module):
         device=None,
         dtype=None,
     ) -> None:
-        super().__init__()
+        super().__init__(in_channels, out_channels, geometry, groups)
         if arch not in ARCHS:
             raise ValueError(f"arch {arch!r} is not one of {ARCHS}")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"channels {in_channels}->{out_channels} not divisible by groups={groups}")
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.geometry = tuple(geometry)
         self.arch = arch
         self.external_weight = external_weight
-        self.layer_name = ""
-        self.origin: dict | None = None  # what relax built it from (harden prefers that form on ties)
         kw = {"device": device, "dtype": dtype}
         learn = arch == "monarch"
         truncated = any(g.kernel_buffer < g.n for g in self.geometry)
@@ -139,7 +101,6 @@ class XDConv(nn.Module):
             self.spectral_weight = nn.Parameter(torch.zeros((*self.frequency_shape, groups, cin, cout, 2), **kw))
         else:
             self.weight = nn.Parameter(torch.zeros(shape, **kw))
-        self.register_buffer("out_scale", None)  # fixed per-position scale (pooling divisors)
         has_bias = bias and not external_weight
         self.bias = nn.Parameter(torch.zeros(out_channels, **kw)) if has_bias else None
         monarchs = lambda: nn.ModuleList(Monarch(g.n, **kw) for g in self.geometry)  # noqa: E731
@@ -197,22 +158,12 @@ class XDConv(nn.Module):
         ]
 
     # ------------------------------------------------------------------ the operator
-    @property
-    def spatial_dims(self) -> int:
-        return len(self.geometry)
-
     def embed(self, taps: torch.Tensor) -> torch.Tensor:
         """Place conv taps ``(C_out, C_in/g, *k)`` at their dilated positions in a kernel buffer."""
         buf = taps.new_zeros((*taps.shape[:2], *(g.kernel_buffer for g in self.geometry)))
         index = (Ellipsis, *(slice(0, g.span, g.dilation) for g in self.geometry))
         buf[index] = taps
         return buf
-
-    @property
-    def frequency_shape(self) -> tuple[int, ...]:
-        """Shape of the real FFT of one spatial kernel: ``(n_1, ..., n_d // 2 + 1)``."""
-        ns = [g.n for g in self.geometry]
-        return (*ns[:-1], ns[-1] // 2 + 1)
 
     def frequency_weights(self, power: float = 2.0) -> torch.Tensor:
         """``(|f| / |f|_max) ** power`` per frequency of the transform (``|f|`` the distance from
@@ -270,27 +221,12 @@ class XDConv(nn.Module):
         else:
             self.weight.copy_(w)
 
-    def _spectrum_key(self, weight: torch.Tensor | None) -> tuple:
-        tensors = [t for t in (weight, self.weight, self.growth) if t is not None] + list(self.L.parameters())
-        return tuple((id(t), t._version, t.device, t.dtype) for t in tensors)
-
     def diagonal(self, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """``L w`` laid out ``(*freq, groups, C_in/g, C_out/g)``, the per-frequency matmul operand.
-
-        A ``spectral`` layer stores it (no per-call transform). Otherwise it is ``conj F Q_L w``,
-        cached while no gradient is needed until a parameter changes (their version counters).
-        """
+        """``L w`` laid out ``(*freq, groups, C_in/g, C_out/g)``, the per-frequency matmul operand:
+        stored by a ``spectral`` layer, else ``conj F Q_L w`` of the (owned or given) kernel."""
         if self.spectral:
             return torch.view_as_complex(self.spectral_weight)
-        if torch.is_grad_enabled():
-            self.__dict__.pop("_spectrum_cache", None)
-            return self._diagonal(weight)
-        key = self._spectrum_key(weight)
-        cached = self.__dict__.get("_spectrum_cache")
-        if cached is None or cached[0] != key:
-            cached = (key, self._diagonal(weight))
-            self.__dict__["_spectrum_cache"] = cached
-        return cached[1]
+        return self._diagonal(weight)
 
     def _diagonal(self, weight: torch.Tensor | None) -> torch.Tensor:
         w = self.kernel(weight)
@@ -308,15 +244,6 @@ class XDConv(nn.Module):
         """``L w``: the diagonal applied per frequency, shape ``(C_out, C_in/g, n_1, ..., n_d//2+1)``."""
         return self._from_mix_layout(self.diagonal(weight))
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            raise XdfxShapeError(
-                f"layer {self.layer_name!r} expects (batch, {self.in_channels}, "
-                f"{self.spatial_dims} spatial axes), got shape {tuple(x.shape)}"
-            )
-        for i, g in enumerate(self.geometry):
-            g.check(x.shape[2 + i], self.layer_name, i)
-
     def forward(
         self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -330,57 +257,20 @@ class XDConv(nn.Module):
         its leading axes, and the inverse FFT writes the batch-major result directly.
         """
         x, sizes = self.transform_in(x)
-        ns = [g.n for g in self.geometry]
-        z = spectral_mix(x, diag, ns, self.groups)
-        folded = self._folded_axes(sizes)
+        z = spectral_mix(x, diag, [g.n for g in self.geometry], self.groups)
+        folded = self.folded_axes(sizes, learned_k=len(self.K) > 0)
         if any(folded):
-            z = self._fold_strides(z, folded)
-            ns = [g.n // g.stride if f else g.n for g, f in zip(self.geometry, folded)]
-        y = irfftn_batch_major(z, ns)
+            z = self.fold(z, folded)
+        y = irfftn_batch_major(z, self.folded_lengths(folded))
         return self.transform_out(y, sizes, bias, folded)
-
-    def _folded_axes(self, sizes: Sequence[int]) -> tuple[bool, ...]:
-        """Per axis, whether the stride is taken in frequency: the full (complex) frequency axes
-        (all but the last), where ``K`` is the plain inverse DFT (a learned ``K`` acts on the
-        full-length result). On the last, half-spectrum axis the aliasing would need the
-        Hermitian mirror across every axis, which costs more than the strided slice it saves."""
-        d = self.spatial_dims
-        if len(self.K):
-            return (False,) * d
-        return tuple(i < d - 1 and g.folds_stride(g.conv_input_size(s)) for i, (g, s) in enumerate(zip(self.geometry, sizes)))
-
-    def _fold_strides(self, z: torch.Tensor, folded: Sequence[bool]) -> torch.Tensor:
-        """Alias the frequency-major spectrum ``z`` along the folded axes (``AxisGeometry.fold_weights``)."""
-        cache = self.__dict__.setdefault("_fold_cache", {})
-        for i, g in enumerate(self.geometry):
-            if not folded[i]:
-                continue
-            dim, s = i, g.stride
-            key = (i, z.device, z.dtype)
-            if key not in cache:
-                alias, post = g.fold_weights()
-                cache[key] = (alias.to(z.device, z.dtype), None if post is None else post.to(z.device, z.dtype))
-            alias, post = cache[key]
-            # the weighted sum of the s aliased blocks as one (1 x s) matmul over contiguous rows
-            lead, m = z.shape[:dim], g.n // s
-            zr = z.reshape(math.prod(lead), s, -1)
-            z = torch.matmul(alias.reshape(1, s), zr).reshape(*lead, m, *z.shape[dim + 1 :])
-            if post is not None:
-                view = [1] * z.dim()
-                view[dim] = -1
-                z = z * post.reshape(view)
-        return z
 
     def transform_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
         """Check ``x``, pad it as the conv pads it and apply ``Q_M``; returns it and its padded sizes."""
-        self._check_input(x)
-        geo = self.geometry
-        if any(g.prepad for g in geo):
-            x = F.pad(x, [p for g in reversed(geo) for p in (g.pad if g.prepad else (0, 0))], mode=geo[0].mode)
+        self.check_input(x)
+        x = self.pad_input(x)
         sizes = x.shape[2:]
         if len(self.M):
-            if any(g.n != s for g, s in zip(geo, sizes)):  # F.pad copies even when padding nothing
-                x = F.pad(x, [p for g, s in zip(reversed(geo), reversed(sizes)) for p in (0, g.n - s)])
+            x = self.extend(x)
             for i, q in enumerate(self.M):
                 x = q(x, 2 + i)
         return x, sizes
@@ -388,33 +278,13 @@ class XDConv(nn.Module):
     def transform_out(
         self, y: torch.Tensor, sizes: torch.Size, bias: torch.Tensor | None, folded: Sequence[bool] = ()
     ) -> torch.Tensor:
-        """Apply ``Q_K`` to the circular result, keep the conv's outputs, scale (pools), add ``bias``.
-
-        Along ``folded`` axes ``y`` is already the strided result, starting at the first output."""
+        """Apply ``Q_K`` to the circular result, keep the conv's outputs, scale (pools), add ``bias``."""
         for i, q in enumerate(self.K):
             y = q(y, 2 + i)
-        for i, g in enumerate(self.geometry):
-            size = g.conv_input_size(sizes[i])
-            if i < len(folded) and folded[i]:
-                y = y.narrow(2 + i, 0, g.out_size(size))
-            else:
-                y = g.gather(y, 2 + i, size)
-        if self.out_scale is not None:
-            if y.shape[2:] != self.out_scale.shape:
-                raise XdfxShapeError(
-                    f"layer {self.layer_name!r} (a relaxed pooling) was built for outputs of size "
-                    f"{tuple(self.out_scale.shape)}, got {tuple(y.shape[2:])}; relax with inputs of this size"
-                )
-            y = y * self.out_scale
-        if bias is not None:
-            y = y + bias.reshape(-1, *([1] * self.spatial_dims))
-        return y
+        return self.crop(y, sizes, bias, folded)
 
     def extra_repr(self) -> str:
-        geo = ", ".join(
-            f"n={g.n} k={g.kernel} s={g.stride} d={g.dilation} pad={g.pad} w={g.kernel_buffer}" for g in self.geometry
-        )
         return (
             f"{self.in_channels}, {self.out_channels}, groups={self.groups}, arch={self.arch}, "
-            f"mode={self.geometry[0].mode}, [{geo}]"
+            f"mode={self.geometry[0].mode}, [{self.describe_geometry()}]"
         )

@@ -60,6 +60,14 @@ class RelaxContext:
     def device(self) -> torch.device:
         return next((p.device for p in self.gm.parameters()), torch.device("cpu"))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's floating-point dtype (for layers inside leaves, which have no node)."""
+        return next((p.dtype for p in self.gm.parameters() if p.is_floating_point()), torch.float32)
+
+    def record(self, rec: LayerRecord) -> None:
+        self.records.append(rec)
+
     def free_name(self, base: str) -> str:
         name, i = base, 1
         while _exists(self.gm, name):

@@ -6,21 +6,15 @@ import inspect
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
+from ..common import relative_error
 from ..errors import XdfxShapeError, XdfxUnsupportedError
 from ..ops import XDConv
 from ..ops.xd import _ntuple, conv_pads
-from ..records import LayerRecord
+from ..records import LayerRecord, Origin
 from .context import RelaxContext
 from .shape_info import input_shape, output_shape
-
-CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-CONV_FUNCTIONS = {
-    F.conv1d: 1, F.conv2d: 2, F.conv3d: 3,
-    torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3,
-}
 
 
 def _conv_signature(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # noqa: ARG001
@@ -35,8 +29,7 @@ def probe_error(reference, candidate, shape, dtype, device) -> float:
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn((1, *shape[1:]), generator=gen, dtype=dtype).to(device)
     with torch.no_grad():
-        y, z = reference(x), candidate(x)
-    return float((y - z).abs().max() / y.abs().max().clamp_min(torch.finfo(dtype).tiny))
+        return relative_error(candidate(x), reference(x))
 
 
 def conv_module_to_xd(ctx: RelaxContext, name: str, conv: nn.Module, shapes: list[torch.Size]) -> XDConv:
@@ -57,49 +50,50 @@ def conv_module_to_xd(ctx: RelaxContext, name: str, conv: nn.Module, shapes: lis
     return xd
 
 
-def relax_conv_modules(ctx: RelaxContext) -> None:
+def relax_conv_modules(ctx: RelaxContext, kind) -> None:
     """Replace each conv module (by its qualified name, so state_dict keys stay) with an XD layer."""
     gm = ctx.gm
     calls: dict[str, list[fx.Node]] = defaultdict(list)
     for node in gm.graph.nodes:
-        if node.op == "call_module" and type(gm.get_submodule(node.target)) in CONV_MODULES:
+        if node.op == "call_module" and kind.matches_module(gm.get_submodule(node.target)):
             calls[node.target].append(node)
     for target, nodes in calls.items():
         conv = gm.get_submodule(target)
         op = type(conv).__name__
         if not ctx.config.selects(target, conv):
-            ctx.records += [LayerRecord(target, op, "skipped", tuple(input_shape(n)), detail="excluded by filter") for n in nodes]
+            for n in nodes:
+                ctx.record(LayerRecord(target, op, "skipped", tuple(input_shape(n)), detail="excluded by filter", kind=kind.name))
             continue
         shapes = [input_shape(n) for n in nodes]
         xd = conv_module_to_xd(ctx, target, conv, shapes)
         error = probe_error(conv, xd, shapes[0], conv.weight.dtype, conv.weight.device)
         gm.add_submodule(target, xd)
         for n in nodes:
-            ctx.records.append(
-                LayerRecord(target, op, "relaxed", tuple(input_shape(n)), _tuple(output_shape(n)), describe(xd), error)
-            )
+            ctx.record(LayerRecord(target, op, "relaxed", tuple(input_shape(n)), _tuple(output_shape(n)), describe(xd),
+                                   error, kind=kind.name, origin=Origin(kind.name)))
 
 
-def relax_conv_functions(ctx: RelaxContext) -> None:
+def relax_conv_functions(ctx: RelaxContext, kind) -> None:
     """Replace each ``F.conv*d(x, weight, bias, ...)`` call with an XD layer fed by the same weight."""
     gm = ctx.gm
     for node in list(gm.graph.nodes):
-        if node.op != "call_function" or node.target not in CONV_FUNCTIONS:
+        if node.op != "call_function" or not kind.matches_function(node.target):
             continue
-        d = CONV_FUNCTIONS[node.target]
-        op = f"conv{d}d (function)"
         bound = _SIGNATURE.bind(*node.args, **node.kwargs)
         bound.apply_defaults()
         a = bound.arguments
+        meta = a["weight"].meta["tensor_meta"]
+        d = len(meta.shape) - 2
+        op = f"conv{d}d (function)"
         x_shape = tuple(input_shape(node))
         if not ctx.config.selects(node.name, None):
-            ctx.records.append(LayerRecord(node.name, op, "skipped", x_shape, detail="excluded by filter"))
+            ctx.record(LayerRecord(node.name, op, "skipped", x_shape, detail="excluded by filter", kind=kind.name))
             continue
         dynamic = [k for k in ("stride", "padding", "dilation", "groups") if _has_node(a[k])]
         if dynamic:
-            ctx.records.append(LayerRecord(node.name, op, "skipped", x_shape, detail=f"{', '.join(dynamic)} computed at run time"))
+            ctx.record(LayerRecord(node.name, op, "skipped", x_shape, detail=f"{', '.join(dynamic)} computed at run time",
+                                   kind=kind.name))
             continue
-        meta = a["weight"].meta["tensor_meta"]
         kernel = tuple(meta.shape[2:])
         dilation = _ntuple(a["dilation"], d)
         pads = conv_pads(a["padding"], kernel, dilation)
@@ -110,13 +104,11 @@ def relax_conv_functions(ctx: RelaxContext) -> None:
         )
         name = ctx.free_name(f"xd_{node.name}")
         xd.layer_name = name
-        xd.origin = {
-            "kind": "conv_function", "function": node.target, "stride": a["stride"], "padding": a["padding"],
-            "dilation": a["dilation"], "groups": a["groups"],
-        }
+        options = {k: a[k] for k in ("stride", "padding", "dilation", "groups")}
         args = (a["input"], a["weight"]) + ((a["bias"],) if a["bias"] is not None else ())
         new = ctx.replace_with_module(node, name, xd, args)
-        ctx.records.append(LayerRecord(name, op, "relaxed", x_shape, _tuple(output_shape(new)), describe(xd)))
+        ctx.record(LayerRecord(name, op, "relaxed", x_shape, _tuple(output_shape(new)), describe(xd), kind=kind.name,
+                               origin=Origin(kind.name, function=node.target, options=options)))
 
 
 def describe(xd: XDConv) -> str:

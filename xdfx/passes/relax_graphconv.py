@@ -6,22 +6,21 @@ mixing. ``torch.sparse.mm(A, h)`` is matched too.
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import fx
 
+from ..common import attribute, relative_error
 from ..ops.graph import XDGraphConv
-from ..records import LayerRecord
+from ..records import LayerRecord, Origin
 from .context import RelaxContext
 from .shape_info import output_shape
 
-MATMUL_FUNCTIONS = (operator.matmul, torch.matmul, torch.mm, torch.sparse.mm, torch.spmm)
+MATMUL_METHODS = ("matmul", "mm", "__matmul__")
 
 
-def _is_matmul(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in MATMUL_FUNCTIONS) or (
-        node.op == "call_method" and node.target in ("matmul", "mm", "__matmul__")
+def _is_matmul(node: fx.Node, kind) -> bool:
+    return (node.op == "call_function" and kind.matches_function(node.target)) or (
+        node.op == "call_method" and node.target in MATMUL_METHODS
     )
 
 
@@ -29,13 +28,8 @@ def _constant(gm: fx.GraphModule, node) -> torch.Tensor | None:
     """The buffer (not parameter) a ``get_attr`` node refers to, if any."""
     if not isinstance(node, fx.Node) or node.op != "get_attr":
         return None
-    owner, _, name = node.target.rpartition(".")
-    module = gm.get_submodule(owner) if owner else gm
-    if name in dict(module.named_buffers(recurse=False)) or (
-        isinstance(getattr(module, name, None), torch.Tensor) and not isinstance(getattr(module, name), torch.nn.Parameter)
-    ):
-        return getattr(module, name)
-    return None
+    value = attribute(gm, node.target)
+    return value if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter) else None
 
 
 def _parameter(gm: fx.GraphModule, node) -> torch.Tensor | None:
@@ -48,11 +42,11 @@ def _parameter(gm: fx.GraphModule, node) -> torch.Tensor | None:
         return None
 
 
-def relax_graph_convs(ctx: RelaxContext) -> None:
+def relax_graph_convs(ctx: RelaxContext, kind) -> None:
     """Rewrite fixed-graph propagations into :class:`XDGraphConv` layers."""
     gm = ctx.gm
     for node in list(gm.graph.nodes):
-        if not _is_matmul(node) or len(node.args) < 2:
+        if not _is_matmul(node, kind) or len(node.args) < 2:
             continue
         adj = _constant(gm, node.args[0])
         if adj is None or adj.dim() != 2 or adj.shape[0] != adj.shape[1]:
@@ -62,15 +56,17 @@ def relax_graph_convs(ctx: RelaxContext) -> None:
         h = node.args[1]
         shape = tuple(h.meta["tensor_meta"].shape)
         if not ctx.config.selects(owner or node.name, gm.get_submodule(owner) if owner else None):
-            ctx.records.append(LayerRecord(owner or node.name, "graph propagation", "skipped", shape, detail="excluded by filter"))
+            ctx.record(LayerRecord(owner or node.name, "graph propagation", "skipped", shape, detail="excluded by filter",
+                                   kind=kind.name))
             continue
         dense = adj.to_dense() if adj.is_sparse else adj
         if not torch.allclose(dense, dense.T, atol=1e-6):
-            ctx.records.append(LayerRecord(owner or node.name, "graph propagation", "skipped", shape, detail="matrix is not symmetric: no real eigenbasis"))
+            ctx.record(LayerRecord(owner or node.name, "graph propagation", "skipped", shape,
+                                   detail="matrix is not symmetric: no real eigenbasis", kind=kind.name))
             continue
         weight = None
         source = h
-        if _is_matmul(h) and len(h.users) == 1:
+        if _is_matmul(h, kind) and len(h.users) == 1:
             w = _parameter(gm, h.args[1])
             if w is not None and w.dim() == 2 and len(h.args[1].users) == 1:
                 weight, source = w, h.args[0]
@@ -82,9 +78,10 @@ def relax_graph_convs(ctx: RelaxContext) -> None:
         with torch.no_grad():
             x = torch.randn(tuple(source.meta["tensor_meta"].shape), dtype=dense.dtype, device=dense.device)
             ref = dense @ (x @ weight.detach() if weight is not None else x)
-            err = float((layer(x) - ref).abs().max() / ref.abs().max())
+            err = relative_error(layer(x), ref)
         new = ctx.replace_with_module(node, name, layer, (source,))
         if weight is not None:
             gm.graph.erase_node(h)
         op = "graph conv A(hW)" if weight is not None else "graph propagation A h"
-        ctx.records.append(LayerRecord(name, op, "relaxed", tuple(source.meta["tensor_meta"].shape), tuple(output_shape(new) or ()), f"nodes={dense.shape[0]} {ctx.config.arch}", err))
+        ctx.record(LayerRecord(name, op, "relaxed", tuple(source.meta["tensor_meta"].shape), tuple(output_shape(new) or ()),
+                               f"nodes={dense.shape[0]} {ctx.config.arch}", err, kind=kind.name, origin=Origin(kind.name)))

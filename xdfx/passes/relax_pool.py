@@ -20,15 +20,11 @@ from ..errors import XdfxUnsupportedError
 from ..ops import XDConv
 from ..ops.xd import _ntuple
 
+# the pooling ops' spatial dimensions (which of them the table matches is xdfx.op_kinds' job)
 AVG_POOL_MODULES = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
 ADAPTIVE_MODULES = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
 AVG_POOL_FUNCTIONS = {F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3}
 ADAPTIVE_FUNCTIONS = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3}
-MAX_POOLS = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-    F.adaptive_max_pool3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d,
-)
 
 
 def pool_to_xd(
@@ -95,7 +91,8 @@ def _adaptive_signature(input, output_size):  # noqa: ARG001
     """Argument layout of ``F.adaptive_avg_pool{1,2,3}d``."""
 
 
-def _module_pool(module: nn.Module, shape) -> XDConv:
+def module_pool_windows(module: nn.Module, shape) -> tuple[tuple, tuple, tuple]:
+    """Kernel, stride and padding of an average-pooling module on inputs of ``shape``."""
     d = AVG_POOL_MODULES.get(type(module)) or ADAPTIVE_MODULES[type(module)]
     if type(module) in ADAPTIVE_MODULES:
         kernel, stride = adaptive_windows(module.output_size, shape[2:])
@@ -105,73 +102,47 @@ def _module_pool(module: nn.Module, shape) -> XDConv:
     return kernel, stride, padding
 
 
-def relax_pools(ctx) -> None:
+def relax_pools(ctx, kind) -> None:
     """Replace average-pooling modules and calls with XD layers (one per call site)."""
-    from ..records import LayerRecord
+    from ..records import LayerRecord, Origin
     from .shape_info import input_shape, output_shape
     from .relax_conv import describe, probe_error
 
     gm, cfg = ctx.gm, ctx.config
     for node in list(gm.graph.nodes):
         module = gm.get_submodule(node.target) if node.op == "call_module" else None
-        is_module = module is not None and type(module) in {**AVG_POOL_MODULES, **ADAPTIVE_MODULES}
-        is_function = node.op == "call_function" and node.target in {**AVG_POOL_FUNCTIONS, **ADAPTIVE_FUNCTIONS}
-        if not (is_module or is_function):
+        is_module = kind.matches_module(module)
+        if not (is_module or (node.op == "call_function" and kind.matches_function(node.target))):
             continue
         shape = tuple(input_shape(node))
         name = node.target if is_module else node.name
         op = type(module).__name__ if is_module else node.target.__name__
         if not cfg.selects(name, module):
-            ctx.records.append(LayerRecord(name, op, "skipped", shape, detail="excluded by filter"))
+            ctx.record(LayerRecord(name, op, "skipped", shape, detail="excluded by filter", kind=kind.name))
             continue
         try:
             if is_module:
-                kernel, stride, padding = _module_pool(module, shape)
+                kernel, stride, padding = module_pool_windows(module, shape)
                 pool = module
-            elif node.target in AVG_POOL_FUNCTIONS:
-                d = AVG_POOL_FUNCTIONS[node.target]
-                a = inspect.signature(_pool_signature).bind(*node.args, **node.kwargs)
-                a.apply_defaults()
-                a = dict(a.arguments)
-                a.pop("input")
-                if node.target is F.avg_pool1d:
-                    a.pop("divisor_override")
-                kernel, stride, padding = avg_pool_args(a["kernel_size"], a["stride"], a["padding"], d)
-                pool = lambda t, f=node.target, a=a: f(t, **a)  # noqa: E731
             else:
-                d = ADAPTIVE_FUNCTIONS[node.target]
-                a = inspect.signature(_adaptive_signature).bind(*node.args, **node.kwargs).arguments
-                kernel, stride = adaptive_windows(a["output_size"], shape[2:])
-                padding = (0,) * d
-                pool = lambda t, f=node.target, o=a["output_size"]: f(t, o)  # noqa: E731
+                pool = _pool_module(node.target, node)
+                kernel, stride, padding = module_pool_windows(pool, shape)
             meta = node.meta["tensor_meta"]
-            xd = pool_to_xd(pool, shape, kernel, stride, padding, arch=cfg.arch, max_kernel_size=cfg.max_kernel_size, dtype=meta.dtype, device=ctx.device)
+            xd = pool_to_xd(pool, shape, kernel, stride, padding, arch=cfg.arch, max_kernel_size=cfg.max_kernel_size,
+                            dtype=meta.dtype, device=ctx.device)
         except XdfxUnsupportedError as err:
-            ctx.records.append(LayerRecord(name, op, "skipped", shape, detail=str(err)))
+            ctx.record(LayerRecord(name, op, "skipped", shape, detail=str(err), kind=kind.name))
             continue
-        xd.origin = {"kind": "pool", "module": copy.deepcopy(module) if is_module else _pool_module(node.target, node, shape)}
         target = name if is_module and not ctx.used_names.get(name) else ctx.free_name(f"xd_{name.replace('.', '_')}")
         ctx.used_names[name] = True
         xd.layer_name = target
         error = probe_error(pool, xd, shape, meta.dtype, ctx.device)
         new = ctx.replace_with_module(node, target, xd, (node.args[0],))
-        ctx.records.append(LayerRecord(target, op, "relaxed", shape, tuple(output_shape(new)), describe(xd), error))
+        ctx.record(LayerRecord(target, op, "relaxed", shape, tuple(output_shape(new)), describe(xd), error,
+                               kind=kind.name, origin=Origin(kind.name, module=copy.deepcopy(pool))))
 
 
-def record_max_pools(ctx) -> None:
-    """Max pooling is not linear: it stays, and the report says so."""
-    from ..records import LayerRecord
-    from .shape_info import input_shape
-
-    for node in ctx.gm.graph.nodes:
-        module = ctx.gm.get_submodule(node.target) if node.op == "call_module" else None
-        if (module is not None and isinstance(module, MAX_POOLS[:6])) or (node.op == "call_function" and node.target in MAX_POOLS[6:]):
-            name = node.target if module is not None else node.name
-            op = type(module).__name__ if module is not None else node.target.__name__
-            ctx.records.append(LayerRecord(name, op, "skipped", tuple(input_shape(node)), detail="max pooling is not linear: kept"))
-
-
-def _pool_module(fn, node, shape) -> nn.Module:
+def _pool_module(fn, node) -> nn.Module:
     """The ``nn`` module equivalent to a functional average-pool call."""
     if fn in AVG_POOL_FUNCTIONS:
         a = inspect.signature(_pool_signature).bind(*node.args, **node.kwargs)

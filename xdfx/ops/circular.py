@@ -1,0 +1,119 @@
+"""The frame shared by every operator that computes a convolution as a circular one of length n
+per axis (XD layers, their frozen and spectral forms): input checks, the conv's own padding, the
+stride taken in frequency, and the crop back to the conv's outputs (see :mod:`.geometry`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import XdfxShapeError
+from .geometry import AxisGeometry
+
+
+class CircularLayer(nn.Module):
+    """Base of the circular operators: channels, groups, one :class:`AxisGeometry` per axis, an
+    optional fixed per-position output scale (pooling divisors) and a label for error messages."""
+
+    def __init__(self, in_channels: int, out_channels: int, geometry: Sequence[AxisGeometry], groups: int = 1) -> None:
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"channels {in_channels}->{out_channels} not divisible by groups={groups}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.geometry = tuple(geometry)
+        self.layer_name = ""  # how error messages name the layer (set by whoever installs it)
+        self.register_buffer("out_scale", None)
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.geometry)
+
+    @property
+    def frequency_shape(self) -> tuple[int, ...]:
+        """Shape of the real FFT of one spatial axis set: ``(n_1, ..., n_d // 2 + 1)``."""
+        ns = [g.n for g in self.geometry]
+        return (*ns[:-1], ns[-1] // 2 + 1)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise an ``XdfxShapeError`` unless the layer computes ``x`` exactly."""
+        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise XdfxShapeError(
+                f"layer {self.layer_name!r} expects (batch, {self.in_channels}, "
+                f"{self.spatial_dims} spatial axes), got shape {tuple(x.shape)}"
+            )
+        for i, g in enumerate(self.geometry):
+            g.check(x.shape[2 + i], self.layer_name, i)
+
+    def pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` padded as the conv pads it, on the axes whose mode needs an explicit pad."""
+        geo = self.geometry
+        if not any(g.prepad for g in geo):
+            return x
+        return F.pad(x, [p for g in reversed(geo) for p in (g.pad if g.prepad else (0, 0))], mode=geo[0].mode)
+
+    def extend(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` zero-extended to the transform lengths (learned factors act on all n positions)."""
+        sizes = x.shape[2:]
+        if all(g.n == s for g, s in zip(self.geometry, sizes)):
+            return x
+        return F.pad(x, [p for g, s in zip(reversed(self.geometry), reversed(sizes)) for p in (0, g.n - s)])
+
+    def folded_axes(self, sizes: Sequence[int], learned_k: bool) -> tuple[bool, ...]:
+        """Per axis, whether the stride is taken in frequency: full (complex) frequency axes only
+        (the half-spectrum axis would need the Hermitian mirror), and never after a learned K,
+        which acts on the full-length result."""
+        d = self.spatial_dims
+        if learned_k:
+            return (False,) * d
+        return tuple(i < d - 1 and g.folds_stride(g.conv_input_size(s)) for i, (g, s) in enumerate(zip(self.geometry, sizes)))
+
+    def fold(self, z: torch.Tensor, folded: Sequence[bool]) -> torch.Tensor:
+        """Alias the frequency-major spectrum ``z`` ``(*freq, ...)`` along the folded axes
+        (:meth:`AxisGeometry.fold_weights`): the inverse FFT is then ``stride`` x shorter there."""
+        for i, g in enumerate(self.geometry):
+            if not folded[i]:
+                continue
+            alias, post = g.fold_weights()
+            s, m = g.stride, g.n // g.stride
+            lead = z.shape[:i]
+            # the weighted sum of the s aliased blocks as one (1 x s) matmul over contiguous rows
+            zr = z.reshape(math.prod(lead), s, -1)
+            z = torch.matmul(alias.to(z.device, z.dtype).reshape(1, s), zr).reshape(*lead, m, *z.shape[i + 1 :])
+            if post is not None:
+                view = [1] * z.dim()
+                view[i] = -1
+                z = z * post.to(z.device, z.dtype).reshape(view)
+        return z
+
+    def folded_lengths(self, folded: Sequence[bool]) -> list[int]:
+        return [g.n // g.stride if f else g.n for g, f in zip(self.geometry, folded)]
+
+    def crop(self, y: torch.Tensor, sizes: Sequence[int], bias: torch.Tensor | None, folded: Sequence[bool] = ()) -> torch.Tensor:
+        """Keep the conv's outputs of the circular result ``y``, scale them (pools), add ``bias``.
+
+        Along ``folded`` axes ``y`` is already the strided result, starting at the first output."""
+        for i, g in enumerate(self.geometry):
+            size = g.conv_input_size(sizes[i])
+            if i < len(folded) and folded[i]:
+                y = y.narrow(2 + i, 0, g.out_size(size))
+            else:
+                y = g.gather(y, 2 + i, size)
+        if self.out_scale is not None:
+            if y.shape[2:] != self.out_scale.shape:
+                raise XdfxShapeError(
+                    f"layer {self.layer_name!r} (a relaxed pooling) was built for outputs of size "
+                    f"{tuple(self.out_scale.shape)}, got {tuple(y.shape[2:])}; relax with inputs of this size"
+                )
+            y = y * self.out_scale
+        if bias is not None:
+            y = y + bias.reshape(-1, *([1] * self.spatial_dims))
+        return y
+
+    def describe_geometry(self) -> str:
+        return ", ".join(
+            f"n={g.n} k={g.kernel} s={g.stride} d={g.dilation} pad={g.pad} w={g.kernel_buffer}" for g in self.geometry
+        )

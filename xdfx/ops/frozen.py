@@ -1,0 +1,114 @@
+"""A frozen XD layer: the learned transforms fixed and ``L w`` computed once, real-valued
+throughout (what harden keeps where no cheaper form is exact enough)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .circular import CircularLayer
+from .dft import dft_bases, inverse_real_dft, real_block, real_dft, store_bases, stored_bases
+from .fft import batched_matmul, rfftn
+from .monarch import FixedMonarch
+from .xd import XDConv
+
+METHODS = ("matmul", "fft")
+
+
+class FrozenXD(CircularLayer):
+    """``Real(K diag(v) M x) + b`` with ``K``, ``M`` and the diagonal ``v = L w`` frozen.
+
+    Complex values appear only inside real FFTs (``method="fft"``) or not at all
+    (``method="matmul"``: the DFTs as real cos/sin matmuls, for transforms up to
+    ``dft_matmul_up_to``), so the layer exports to ONNX and compiles; the per-frequency channel
+    mixing is one real block matmul, its weight precomputed.
+    """
+
+    dft_matmul_up_to = 256
+
+    def __init__(self, xd: XDConv, weight: torch.Tensor | None = None, method: str | None = None) -> None:
+        super().__init__(xd.in_channels, xd.out_channels, xd.geometry, xd.groups)
+        ns = [g.n for g in self.geometry]
+        method = method or ("matmul" if max(ns) <= self.dft_matmul_up_to else "fft")
+        if method not in METHODS:
+            raise ValueError(f"method {method!r} is not one of {METHODS}")
+        self.method = method
+        self.layer_name = xd.layer_name
+        if xd.out_scale is not None:
+            self.out_scale = xd.out_scale.detach().clone()
+        self.M = nn.ModuleList(FixedMonarch.of(q) for q in xd.M)
+        self.K = nn.ModuleList(FixedMonarch.of(q) for q in xd.K)
+        with torch.no_grad():
+            diag = torch.view_as_real(xd.diagonal(weight).detach().resolve_conj())  # (*freq, g, cin, cout, 2)
+        g, cin, cout = self.groups, self.in_channels // self.groups, self.out_channels // self.groups
+        p = math.prod(self.frequency_shape)
+        if cin == 1:  # depthwise-like: a broadcast product, no matmul
+            mix = diag.reshape(p, g, cout, 2).permute(1, 2, 0, 3)  # (g, cout, p, 2)
+        else:
+            mix = real_block(diag.reshape(p, g, cin, cout, 2))  # (p, g, 2 cin, 2 cout)
+        self.register_buffer("mix", mix.contiguous())
+        self.bias = nn.Parameter(xd.bias.detach().clone()) if xd.bias is not None else None
+        if method == "matmul":
+            store_bases(self, self._bases(self._transform_sizes(), mix.device, mix.dtype))
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, groups={self.groups}, method={self.method}, "
+                f"learned K/M axes={len(self.K)}/{len(self.M)}, [{self.describe_geometry()}]")
+
+    def _transform_sizes(self) -> list[int]:
+        """Input sizes as the transform sees them for the built input (zero-extended to n where K, M act)."""
+        if len(self.M):
+            return [g.n for g in self.geometry]
+        return [g.in_size + (sum(g.pad) if g.prepad else 0) for g in self.geometry]
+
+    def _bases(self, sizes, device, dtype):
+        """:func:`dft_bases` of every axis: all frequencies, onto all ``n`` circular positions
+        (``Q_K`` and the crop to the conv's outputs come after)."""
+        d = self.spatial_dims
+        return [
+            dft_bases(g.n, torch.arange(self.frequency_shape[i]), torch.arange(sizes[i]), torch.arange(g.n),
+                      i == d - 1, device, dtype)
+            for i, g in enumerate(self.geometry)
+        ]
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        b = self.bias if bias is None else bias
+        self.check_input(x)
+        x = self.pad_input(x)
+        sizes = x.shape[2:]
+        if len(self.M):
+            x = self.extend(x)
+            for i, q in enumerate(self.M):
+                x = q(x, 2 + i)
+        if self.method == "matmul":
+            same = list(x.shape[2:]) == self._transform_sizes() and self.dft_0_0.dtype == x.dtype
+            bases = stored_bases(self, self.spatial_dims) if same else self._bases(x.shape[2:], x.device, x.dtype)
+            z = self._mix(torch.stack(real_dft(x, bases), -1))
+            y = inverse_real_dft(z[..., 0], z[..., 1], bases)
+        else:
+            ns = [g.n for g in self.geometry]
+            dims = tuple(range(2, 2 + self.spatial_dims))
+            z = self._mix(torch.view_as_real(rfftn(x, ns, dims)))
+            y = torch.fft.irfftn(torch.view_as_complex(z), s=ns, dim=dims)
+        for i, q in enumerate(self.K):
+            y = q(y, 2 + i)
+        return self.crop(y, sizes, b)
+
+    def _mix(self, xf: torch.Tensor) -> torch.Tensor:
+        """``z[b, o] = sum_i x[b, i] v[i, o]`` per frequency and group, on (real, imag) pairs
+        ``(b, C_in, *freq, 2)`` -> ``(b, C_out, *freq, 2)``."""
+        b, g = xf.shape[0], self.groups
+        freq = xf.shape[2:-1]
+        p = math.prod(freq)
+        cin, cout = self.in_channels // g, self.out_channels // g
+        if cin == 1:
+            vr, vi = self.mix[..., 0], self.mix[..., 1]
+            xf = xf.reshape(b, g, 1, p, 2)
+            xr, xi = xf[..., 0], xf[..., 1]
+            z = torch.stack([xr * vr - xi * vi, xi * vr + xr * vi], -1)  # (b, g, cout, p, 2)
+        else:
+            x2 = xf.reshape(b, g, cin, p, 2).permute(3, 1, 0, 4, 2).reshape(p, g, b, 2 * cin)
+            z = batched_matmul(x2, self.mix).reshape(p, g, b, 2, cout).permute(2, 1, 4, 0, 3)  # (b, g, cout, p, 2)
+        return z.contiguous().reshape(b, self.out_channels, *freq, 2)

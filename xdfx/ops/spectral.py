@@ -1,0 +1,128 @@
+"""FNO-style spectral convolution: a per-frequency channel mixing on the lowest Fourier modes."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .circular import CircularLayer
+from .dft import dft_bases, inverse_real_dft, real_block, real_dft, store_bases, stored_bases
+from .geometry import AxisGeometry
+
+METHODS = ("matmul", "fft")
+
+
+def kept_frequencies(n: int, modes: int, last: bool) -> torch.Tensor:
+    """Indices of the kept Fourier modes of an axis: ``0..m-1`` on the last (real-FFT) axis,
+    ``0..m-1`` and ``n-m..n-1`` elsewhere."""
+    if last:
+        return torch.arange(min(modes, n // 2 + 1))
+    if 2 * modes >= n:
+        return torch.arange(n)
+    return torch.cat([torch.arange(modes), torch.arange(n - modes, n)])
+
+
+class SpectralConv(CircularLayer):
+    """``y = crop(irfft(G * rfft(x)))`` with ``G`` nonzero on low modes only (an FNO layer).
+
+    Parameters
+    ----------
+    spectrum : Tensor
+        Complex diagonal ``G``, ``(C_out, C_in/groups, *n[:-1], n[-1]//2+1)`` (the full one-sided
+        spectrum of the XD layer); only ``modes`` of it are kept, as a trainable parameter.
+    modes : sequence of int
+        Modes kept per axis (see :func:`kept_frequencies`).
+    geometry : sequence of AxisGeometry
+        Padding, transform length and output positions, as in the XD layer.
+    method : {"matmul", "fft"}
+        The transforms as real cos/sin matmuls onto the kept modes and the conv's outputs (no FFT
+        op in an exported graph; cheap for few modes) or as real FFTs.
+    """
+
+    def __init__(self, spectrum: torch.Tensor, modes: Sequence[int], geometry: Sequence[AxisGeometry], *,
+                 groups: int = 1, bias: torch.Tensor | None = None, method: str = "matmul") -> None:
+        if method not in METHODS:
+            raise ValueError(f"method {method!r} is not one of {METHODS}")
+        super().__init__(spectrum.shape[1] * groups, spectrum.shape[0], geometry, groups)
+        self.method = method
+        d = self.spatial_dims
+        self.modes = tuple(int(m) for m in modes)
+        self.kept = [kept_frequencies(g.n, self.modes[i], i == d - 1) for i, g in enumerate(self.geometry)]
+        g = spectrum
+        for i, keep in enumerate(self.kept):
+            g = g.index_select(2 + i, keep.to(g.device))
+        self.kept_shape = tuple(g.shape[2:])
+        real = torch.view_as_real(g.resolve_conj()).to(torch.float32 if g.dtype == torch.complex64 else torch.float64)
+        self.weight = nn.Parameter(real.contiguous())  # (C_out, C_in/g, *kept, 2)
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        if method == "matmul":
+            sizes = [g.in_size + (sum(g.pad) if g.prepad else 0) for g in self.geometry]
+            store_bases(self, self._bases(sizes, real.device, real.dtype))
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, modes={self.modes}, n={[g.n for g in self.geometry]}, "
+                f"method={self.method}, mode={self.geometry[0].mode}")
+
+    def _mix(self, yr: torch.Tensor, yi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per kept mode and group, ``z = sum_i G[o, i] y[i]`` as one real batched matmul,
+        ``[yr, yi] @ [[Gr, Gi], [-Gi, Gr]]`` over contiguous ``(mode, group, batch, channel)``
+        layouts (complex ops do not export)."""
+        b, g = yr.shape[0], self.groups
+        shape = yr.shape[2:]
+        p = math.prod(shape)
+        cin, cout = self.in_channels // g, self.out_channels // g
+        y = torch.stack([yr, yi], 1).reshape(b, 2, g, cin, p).permute(4, 2, 0, 1, 3).reshape(p, g, b, 2 * cin)
+        w = self.weight.reshape(g, cout, cin, -1, 2).permute(3, 0, 2, 1, 4)  # (p, g, cin, cout, 2)
+        z = torch.matmul(y.contiguous(), real_block(w)).reshape(p, g, b, 2, cout).permute(2, 3, 1, 4, 0)
+        z = z.reshape(b, 2, self.out_channels, *shape)
+        return z[:, 0], z[:, 1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._forward_matmul(x) if self.method == "matmul" else self._forward_fft(x)
+        return y if self.bias is None else y + self.bias.reshape(-1, *([1] * self.spatial_dims))
+
+    def _forward_fft(self, x: torch.Tensor) -> torch.Tensor:
+        # (real, imag) pairs between the two real FFTs: the ONNX exporter translates rfftn /
+        # irfftn and real ops, but not index_select, einsum or writes on complex tensors.
+        d = self.spatial_dims
+        x = self.pad_input(x)
+        sizes = x.shape[2:]
+        dims = tuple(range(2, 2 + d))
+        ns = [g.n for g in self.geometry]
+        full = list(self.frequency_shape)
+        xf = torch.view_as_real(torch.fft.rfftn(x, s=ns, dim=dims))
+        xr, xi = xf[..., 0], xf[..., 1]
+        keep = [k.to(x.device) for k in self.kept]
+        truncated = [len(k) < f for k, f in zip(keep, full)]
+        for i, k in enumerate(keep):
+            if truncated[i]:
+                xr, xi = xr.index_select(2 + i, k), xi.index_select(2 + i, k)
+        zr, zi = self._mix(xr, xi)
+        for i in reversed(range(d)):
+            if truncated[i]:
+                shape = list(zr.shape)
+                shape[2 + i] = full[i]
+                zr = zr.new_zeros(shape).index_copy(2 + i, keep[i], zr)
+                zi = zi.new_zeros(shape).index_copy(2 + i, keep[i], zi)
+        y = torch.fft.irfftn(torch.view_as_complex(torch.stack([zr, zi], -1)), s=ns, dim=dims)
+        return self.crop(y, sizes, None)
+
+    def _bases(self, sizes: Sequence[int], device, dtype):
+        """Per axis: forward (cos, sin) over input positions, inverse (cos, sin) onto the outputs."""
+        d, out = self.spatial_dims, []
+        for i, g in enumerate(self.geometry):
+            idx = g.out_index(g.conv_input_size(sizes[i]), torch.device("cpu"))
+            pos_out = torch.arange(g.n)[idx] if isinstance(idx, slice) else idx
+            out.append(dft_bases(g.n, self.kept[i], torch.arange(sizes[i]), pos_out, i == d - 1, device, dtype))
+        return out
+
+    def _forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pad_input(x)
+        built = [g.in_size + (sum(g.pad) if g.prepad else 0) for g in self.geometry]
+        same = list(x.shape[2:]) == built and self.dft_0_0.dtype == x.dtype
+        bases = stored_bases(self, self.spatial_dims) if same else self._bases(x.shape[2:], x.device, x.dtype)
+        zr, zi = self._mix(*real_dft(x, bases))
+        return inverse_real_dft(zr, zi, bases)

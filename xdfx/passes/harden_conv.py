@@ -1,0 +1,104 @@
+"""Harden forms that give back a convolution: an ``nn.Conv*d`` whose kernel, dilation, stride and
+padding are recovered from the support of the XD layer's circulant kernel."""
+
+from __future__ import annotations
+
+import math
+from functools import reduce
+
+import torch
+from torch import nn
+
+from ..ops import XDConv
+from ..ops.hardened import Pad, make_conv
+from .harden_context import Candidate, LayerContext, out_sizes
+
+#: kernel entries below these fractions of the largest (and of tol) count as zero taps
+SUPPORT_THRESHOLDS = (0.0, 1e-7)
+SUPPORT_TOL_FRACTIONS = (1e-2, 1e-1)
+
+
+def _circular_support(mask: torch.Tensor) -> tuple[int, int] | None:
+    """Smallest circular arc ``[a, b]`` (``a`` may be negative) holding every True of ``mask``."""
+    n = mask.numel()
+    on = torch.nonzero(mask).flatten().tolist()
+    if not on:
+        return None
+    gaps = [(on[(i + 1) % len(on)] - on[i]) % n or n for i in range(len(on))]
+    widest = max(range(len(on)), key=lambda i: gaps[i])
+    b, a = on[widest], on[(widest + 1) % len(on)]
+    if a > b:
+        a -= n
+    elif len(on) == 1:
+        a = b
+    return (a, b) if a <= b else (a - n, b)
+
+
+def recover_conv(xd: XDConv, kernel: torch.Tensor, threshold: float) -> tuple[nn.Module, str] | None:
+    """An ``nn.Conv*d`` equal to ``xd`` (factors identity) if its circulant kernel is compact."""
+    mask = kernel.abs() > threshold
+    offsets, taps_index, dilation = [], [], []
+    for i, g in enumerate(xd.geometry):
+        axis_mask = mask.transpose(2 + i, -1).reshape(-1, kernel.shape[2 + i]).any(0)
+        arc = _circular_support(axis_mask)
+        if arc is None:
+            return None
+        a, b = arc
+        on = [u - a for u in range(a, b + 1) if axis_mask[u % g.n]]
+        dil = reduce(math.gcd, on, 0) or 1
+        offsets.append(a)
+        dilation.append(dil)
+        taps_index.append(torch.tensor([(a + j * dil) % g.n for j in range((b - a) // dil + 1)], device=kernel.device))
+    taps = kernel
+    for i, idx in enumerate(taps_index):
+        taps = taps.index_select(2 + i, idx)
+    pads, stride = [], []
+    for i, g in enumerate(xd.geometry):
+        k = taps.shape[2 + i]
+        span = (k - 1) * dilation[i] + 1
+        left = (g.pad[0] if not g.prepad else 0) - offsets[i]
+        total_in = g.in_size + (sum(g.pad) if g.prepad else 0)
+        t = g.out_size(g.in_size)
+        right = (t - 1) * g.stride + span - total_in - left
+        if left >= 0 and (total_in + 2 * left - span) // g.stride + 1 == t:
+            right = left  # the conv's floor division makes the two paddings equivalent
+        pads.append((left, right))
+        stride.append(g.stride)
+    mode = xd.geometry[0].mode
+    if any(g.prepad for g in xd.geometry):
+        pre = [g.pad if g.prepad else (0, 0) for g in xd.geometry]
+        core = make_conv(taps, xd.bias, stride=stride, dilation=dilation, groups=xd.groups, pads=pads, mode="zeros")
+
+
+        module = nn.Sequential(Pad(pre, mode), core)
+    else:
+        module = make_conv(taps, xd.bias, stride=stride, dilation=dilation, groups=xd.groups, pads=pads,
+                           mode="circular" if mode == "circular" else "zeros")
+    detail = f"k={tuple(taps.shape[2:])} d={tuple(dilation)} s={tuple(stride)} pad={pads}"
+    return module, detail
+
+
+
+def conv_candidates(ctx: LayerContext) -> list[Candidate]:
+    """Convs read off the kernel's support at a few zero thresholds (sparser kernels first tried
+    exactly, then with taps below a fraction of ``tol`` dropped)."""
+    out: list[Candidate] = []
+    for view in ctx.views:
+        xd = view.layer
+        cin, cout, g = xd.in_channels, xd.out_channels, xd.groups
+        t = out_sizes(xd.geometry, ctx.sizes)
+        kernel = ctx.kernel()
+        scale = float(kernel.abs().max()) or 1.0
+        found_details: set[str] = set()
+        for rel in SUPPORT_THRESHOLDS + tuple(f * ctx.tol for f in SUPPORT_TOL_FRACTIONS):
+            found = recover_conv(xd, kernel, rel * scale)
+            if found is None or found[1] in found_details:
+                continue
+            module, detail = found
+            found_details.add(detail)
+            conv = next(m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd))
+            flops = 2.0 * cout * (cin // g) * math.prod(conv.kernel_size) * math.prod(t)
+            cand = Candidate("conv", module, flops, detail + view.note)
+            out.append(view.wrap(cand) if view.wrap else cand)
+    return out
+
