@@ -19,7 +19,7 @@ from torch import nn
 
 import xdfx
 from examples.models import TCN, ResNetSmall
-from xdfx import visual
+from xdfx.report import build as visual
 from xdfx.ops import XDConv
 from xdfx.ops.graph import XDGraphConv
 
@@ -275,7 +275,7 @@ def test_failure_leaves_nothing(tmp_path, monkeypatch) -> None:
     first = visual.report(relaxed, tmp_path / "report", example_inputs=x)
     before = {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()}
 
-    from xdfx import plots
+    from xdfx.report import figures as plots
 
     def broken(path, layer):
         Path(path).write_bytes(b"half")

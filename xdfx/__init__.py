@@ -6,7 +6,7 @@ from .harden import harden
 from .ops import XDConv
 from .params import arch_parameters, model_parameters
 from .relax import relax
-from .visual import report
+from .report import report
 from .search import evaluate, load_checkpoint, optimizers, save_checkpoint, search
 
 __all__ = [

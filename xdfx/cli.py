@@ -91,7 +91,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .visual import report
+    from .report import report
 
     relaxed, x = _relaxed(args)
     path = report(relaxed, args.out, example_inputs=(x,), tol=args.tol)
