@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import fx, nn
 
-from .errors import XdfxInputError
+from .errors import XdfxError, XdfxInputError
 from .ops.graph import XDGraphConv
 from .ops.xd import XDConv
 
@@ -87,6 +87,14 @@ def graph_nodes_calling(gm: nn.Module, target: str) -> list[fx.Node]:
     if not isinstance(gm, fx.GraphModule):
         return []
     return [n for n in gm.graph.nodes if n.op == "call_module" and n.target == target]
+
+
+def check_finite(model: nn.Module, parameters: Sequence[nn.Parameter], advice: str) -> None:
+    """Raise an ``XdfxError`` naming the first of ``parameters`` with NaN or infinite entries."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    for p in parameters:
+        if not torch.isfinite(p).all():
+            raise XdfxError(f"parameter {names.get(id(p), '?')!r} has NaN or infinite entries; {advice}")
 
 
 def _sync(device: torch.device | None) -> None:

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import torch
 from torch import fx, nn
 
-from .common import as_inputs, attribute, capture_inputs, eval_mode, graph_nodes_calling, relative_error, xd_layers
-from .errors import XdfxError, XdfxInputError
+from .common import as_inputs, attribute, capture_inputs, check_finite, eval_mode, graph_nodes_calling, relative_error, xd_layers
+from .errors import XdfxInputError
 from .forms import candidates, choose
 from .ops import XDConv
 from .ops.graph import XDGraphConv
@@ -48,7 +48,8 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
     names = list(xd_layers(model))
     if not names:
         raise XdfxInputError("the model has no XD layers to harden: pass the output of xdfx.relax")
-    _check_finite(model)
+    check_finite(model, list(model.parameters()), "harden a checkpoint from before the divergence (lower the "
+                 "architecture learning rate)")
     gm = copy.deepcopy(model)
     inputs = as_inputs(example_inputs) if example_inputs is not None else None
     probes = capture_inputs(gm, names, inputs) if inputs is not None else {}
@@ -114,15 +115,6 @@ def _random_probe(gm: nn.Module, name: str, module: nn.Module) -> tuple:
             bias = attribute(gm, node.args[2].target) if len(node.args) > 2 and node.args[2].op == "get_attr" else None
             return (x, weight.detach(), None if bias is None else bias.detach())
     raise XdfxInputError(f"layer {name!r} takes a weight computed at run time: pass example_inputs to harden")
-
-
-def _check_finite(gm: nn.Module) -> None:
-    for name, p in gm.named_parameters():
-        if not torch.isfinite(p).all():
-            raise XdfxError(
-                f"parameter {name!r} has NaN or infinite entries; harden a checkpoint from before the "
-                "divergence (lower the architecture learning rate)"
-            )
 
 
 def _install(gm: nn.Module, name: str, chosen: Candidate) -> None:

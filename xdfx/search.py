@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from .common import check_finite
 from .errors import XdfxError, XdfxInputError
 from .params import arch_parameters, model_parameters
 
@@ -94,8 +95,7 @@ def kernel_lr_scales(model: nn.Module) -> dict[int, float]:
     came from (and diverge at the conv's learning rate), so spatial kernels get ``k / n``: the
     per-step change of the operator stays where it was, while the new taps still grow. A
     spectral kernel (the stored diagonal ``L w``) moves each frequency's gain by about its
-    rate, where the conv's k taps could move it by k rates: it gets ``k``. (On the demo's
-    Burgers task, scale k reached rel. L2 0.0032 and scale 1 0.0057 in the same 25 epochs.)
+    rate, where the conv's k taps could move it by k rates: it gets ``k``.
     """
     from .ops import XDConv
 
@@ -268,7 +268,7 @@ def search(
                 scheduler.step()
     flush = device.type == "cpu"
     previous_flush = torch.get_flush_denormal() if hasattr(torch, "get_flush_denormal") else False
-    if flush:  # late in training, denormal spectra make CPU steps crawl (10x and more)
+    if flush:  # late in training, denormal spectra make CPU steps crawl
         torch.set_flush_denormal(True)
     try:
         for epoch in range(start, epochs):
@@ -297,7 +297,8 @@ def search(
                 opt.step()
                 total += float(loss.detach()) * len(y)
                 count += len(y)
-            _check_arch_finite(model, epoch)
+            check_finite(model, arch_parameters(model), f"it became so in epoch {epoch + 1}: lower the architecture "
+                         "learning rate or add warm-up epochs")
             history["epoch"].append(epoch + 1)
             history["train_loss"].append(total / max(count, 1))
             history["val_metric"].append(evaluate(model, val_loader, metric, device) if val_loader is not None else math.nan)
@@ -318,13 +319,3 @@ def search(
             torch.set_flush_denormal(previous_flush)
     model.xdfx_history = history
     return model
-
-
-def _check_arch_finite(model: nn.Module, epoch: int) -> None:
-    names = {id(p): n for n, p in model.named_parameters()}
-    for p in arch_parameters(model):
-        if not torch.isfinite(p).all():
-            raise XdfxError(
-                f"architecture parameter {names.get(id(p), '?')!r} became NaN/inf in epoch {epoch + 1}; lower "
-                "the architecture learning rate or add warm-up epochs"
-            )

@@ -11,14 +11,14 @@ execution provider.
     result = xdfx.export.onnx(hard, x, "model.onnx")      # ExportResult: opset, errors, latency
     serve = xdfx.export.compile(hard, example_inputs=x)   # a callable
 
-One job per module: ``onnx`` (export and check), ``compile``, ``compare`` (outputs against
+One job per module: ``to_onnx`` (export and check), ``serve`` (compile), ``compare`` (outputs against
 eager), ``diagnose`` (why the exporter failed), ``runtime`` (onnxruntime sessions), ``quiet``
 (silencing the exporter) and ``result`` (what is returned or raised).
 """
 
 from .compare import check_outputs
-from .compile import CompiledModel, compile
-from .onnx import onnx
+from .serve import CompiledModel, compile
+from .to_onnx import onnx
 from .result import ExportResult, XdfxExportError, XdfxExportWarning
 from .runtime import ort_session
 

@@ -27,6 +27,8 @@ class CircularLayer(nn.Module):
         self.geometry = tuple(geometry)
         self.layer_name = ""  # how error messages name the layer (set by whoever installs it)
         self.register_buffer("out_scale", None)
+        self.M = nn.ModuleList()  # structured factors Q_M, Q_K per axis (none: the plain DFT pair)
+        self.K = nn.ModuleList()
 
     @property
     def spatial_dims(self) -> int:
@@ -112,6 +114,25 @@ class CircularLayer(nn.Module):
         if bias is not None:
             y = y + bias.reshape(-1, *([1] * self.spatial_dims))
         return y
+
+    def transform_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
+        """Check ``x``, pad it as the conv pads it and apply ``Q_M``; returns it and its padded sizes."""
+        self.check_input(x)
+        x = self.pad_input(x)
+        sizes = x.shape[2:]
+        if len(self.M):
+            x = self.extend(x)
+            for i, q in enumerate(self.M):
+                x = q(x, 2 + i)
+        return x, sizes
+
+    def transform_out(
+        self, y: torch.Tensor, sizes: torch.Size, bias: torch.Tensor | None, folded: Sequence[bool] = ()
+    ) -> torch.Tensor:
+        """Apply ``Q_K`` to the circular result, keep the conv's outputs, scale (pools), add ``bias``."""
+        for i, q in enumerate(self.K):
+            y = q(y, 2 + i)
+        return self.crop(y, sizes, bias, folded)
 
     def describe_geometry(self) -> str:
         return ", ".join(

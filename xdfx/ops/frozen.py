@@ -74,14 +74,7 @@ class FrozenXD(CircularLayer):
         ]
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        b = self.bias if bias is None else bias
-        self.check_input(x)
-        x = self.pad_input(x)
-        sizes = x.shape[2:]
-        if len(self.M):
-            x = self.extend(x)
-            for i, q in enumerate(self.M):
-                x = q(x, 2 + i)
+        x, sizes = self.transform_in(x)
         if self.method == "matmul":
             same = list(x.shape[2:]) == self._transform_sizes() and self.dft_0_0.dtype == x.dtype
             bases = stored_bases(self, self.spatial_dims) if same else self._bases(x.shape[2:], x.device, x.dtype)
@@ -92,9 +85,7 @@ class FrozenXD(CircularLayer):
             dims = tuple(range(2, 2 + self.spatial_dims))
             z = self._mix(torch.view_as_real(rfftn(x, ns, dims)))
             y = torch.fft.irfftn(torch.view_as_complex(z), s=ns, dim=dims)
-        for i, q in enumerate(self.K):
-            y = q(y, 2 + i)
-        return self.crop(y, sizes, b)
+        return self.transform_out(y, sizes, self.bias if bias is None else bias)
 
     def _mix(self, xf: torch.Tensor) -> torch.Tensor:
         """``z[b, o] = sum_i x[b, i] v[i, o]`` per frequency and group, on (real, imag) pairs

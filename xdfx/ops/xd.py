@@ -264,25 +264,6 @@ class XDConv(CircularLayer):
         y = irfftn_batch_major(z, self.folded_lengths(folded))
         return self.transform_out(y, sizes, bias, folded)
 
-    def transform_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
-        """Check ``x``, pad it as the conv pads it and apply ``Q_M``; returns it and its padded sizes."""
-        self.check_input(x)
-        x = self.pad_input(x)
-        sizes = x.shape[2:]
-        if len(self.M):
-            x = self.extend(x)
-            for i, q in enumerate(self.M):
-                x = q(x, 2 + i)
-        return x, sizes
-
-    def transform_out(
-        self, y: torch.Tensor, sizes: torch.Size, bias: torch.Tensor | None, folded: Sequence[bool] = ()
-    ) -> torch.Tensor:
-        """Apply ``Q_K`` to the circular result, keep the conv's outputs, scale (pools), add ``bias``."""
-        for i, q in enumerate(self.K):
-            y = q(y, 2 + i)
-        return self.crop(y, sizes, bias, folded)
-
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, groups={self.groups}, arch={self.arch}, "

@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..ops import XDConv
+from ..ops.geometry import AxisGeometry
 from ..ops.graph import XDGraphConv
+from ..records import HardenRecord
 from .factors import Factor, graph_factors, xd_factors
 from .kernel import Kernel, graph_kernel, xd_kernel
 from .spectrum import Spectrum, graph_spectrum, xd_spectrum
@@ -21,44 +22,8 @@ NO_FACTORS_NOTE = "arch='fixed': K and M are the plain DFT pair\n(no learnable f
 
 
 @dataclass
-class AxisGeometry:
-    """One spatial axis of an XD conv: the original conv's sizes and the transform that replaces it."""
-
-    n: int
-    in_size: int
-    kernel: int
-    stride: int
-    dilation: int
-    pad: list[int]
-    mode: str
-    kernel_buffer: int
-
-
-@dataclass
 class GraphGeometry:
     nodes: int
-
-
-@dataclass
-class Decision:
-    """What harden chose for the layer, and the best form it did not choose."""
-
-    form: str
-    detail: str
-    error: float | None
-    flops_before: float
-    flops_after: float
-    params_before: int
-    params_after: int
-    runner_up: str
-    runner_up_error: float | None
-    runner_up_flops: float | None
-
-    @classmethod
-    def of(cls, record) -> Decision:
-        return cls(record.form, record.detail, record.error, float(record.flops_before), float(record.flops_after),
-                   int(record.params_before), int(record.params_after), record.runner_up or "",
-                   record.runner_up_error, record.runner_up_flops)
 
 
 @dataclass
@@ -76,7 +41,7 @@ class LayerView:
     spectrum: Spectrum
     kernel: Kernel
     factors: list[Factor]
-    decision: Decision
+    decision: HardenRecord  # what harden chose for the layer, and the runner-up
     figure: str  # path of the layer's PNG inside the report folder
     notes: list[str] = field(default_factory=list)
 
@@ -106,13 +71,12 @@ def layer_view(name: str, layer: nn.Module, record, weight: torch.Tensor | None,
                      "example_inputs): spectrum and kernel show the learned growth only")
     with torch.no_grad():
         spec = layer.spectrum(weight).detach()
-    geometry = [AxisGeometry(g.n, g.in_size, g.kernel, g.stride, g.dilation, list(g.pad), g.mode, g.kernel_buffer)
-                for g in layer.geometry]
+    geometry = list(layer.geometry)
     summary = (f"{layer.spatial_dims}-d {origin}, {layer.in_channels}->{layer.out_channels}"
                + (f" groups={layer.groups}" if layer.groups > 1 else "") + ", n=" + "x".join(str(g.n) for g in geometry))
     return LayerView(name, "XDConv", layer.spatial_dims, layer.in_channels, layer.out_channels, layer.groups,
                      layer.arch, origin, geometry, summary, xd_spectrum(layer, spec), xd_kernel(layer, spec),
-                     xd_factors(layer), Decision.of(record), figure, notes)
+                     xd_factors(layer), record, figure, notes)
 
 
 def _graph_view(name: str, layer: XDGraphConv, record, origin: str, figure: str) -> LayerView:
@@ -124,4 +88,4 @@ def _graph_view(name: str, layer: XDGraphConv, record, origin: str, figure: str)
     return LayerView(name, "XDGraphConv", 0, int(c_in), int(c_out), 1, layer.arch, origin,
                      [GraphGeometry(layer.nodes)], summary, graph_spectrum(spec, eigenvalues.numpy()),
                      graph_kernel(layer.weight), graph_factors(layer, eigenvalues, eigenvectors),
-                     Decision.of(record), figure)
+                     record, figure)
