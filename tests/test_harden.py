@@ -125,6 +125,13 @@ def test_learned_general_factors_fall_back_to_frozen() -> None:
     x = torch.randn(2, 3, 40)
     assert _close(hard(x), relaxed(x))
     assert not any(p.requires_grad and p.is_complex() for p in hard.parameters())
+    # the frozen form holds no XD layer and no architecture parameter, and the report says so
+    assert not any(isinstance(m, (XDConv, XDGraphConv)) for m in hard.modules())
+    assert xdfx.arch_parameters(hard) == []
+    assert hard.xdfx_report.kept_xd == [] and "learnable XD layers kept: none" in str(hard.xdfx_report)
+    # the count covers what the frozen layer stores: its precomputed L w and its factors
+    assert rec.params_after == sum(t.numel() for t in hard.get_submodule("0").state_dict().values())
+    assert rec.params_after > xd.geometry[0].n ** 2
 
 
 def test_hardened_model_is_traceable_and_round_trips_state() -> None:
@@ -150,3 +157,27 @@ def test_harden_errors() -> None:
         xd.spectral_weight[0, 0, 0, 0] = math.nan
     with pytest.raises(xdfx.XdfxError, match=r"'0.spectral_weight' has NaN"):
         xdfx.harden(relaxed)
+
+
+def test_provenance_survives_a_copy_of_the_relaxed_model() -> None:
+    """Harden gives back the original pooling from the relax report, also for a deep copy."""
+    import copy
+
+    model = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.AvgPool2d(2, ceil_mode=True)).eval()
+    x = torch.randn(2, 2, 9, 9)
+    relaxed = copy.deepcopy(xdfx.relax(model, x))
+    assert relaxed.xdfx_report.origins()["1"].kind == "avg_pool"
+    hard = xdfx.harden(relaxed, example_inputs=x)
+    assert [r.form for r in hard.xdfx_report] == ["conv", "pool"]
+    assert type(hard.get_submodule("1")) is nn.AvgPool2d and hard.get_submodule("1").ceil_mode
+    assert _close(hard(x), model(x))
+
+
+def test_every_op_kind_restores_to_a_known_form() -> None:
+    from xdfx.forms import FORM_BY_NAME
+    from xdfx.op_kinds import OP_KINDS
+
+    for kind in OP_KINDS:
+        assert (kind.relax is None) == bool(kind.kept_because), kind.name
+        if kind.relax is not None:
+            assert kind.restore in FORM_BY_NAME, kind.name

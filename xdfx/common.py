@@ -4,6 +4,7 @@ errors, eval mode and latency timing."""
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 from typing import Any, Callable, Iterator, Sequence
@@ -14,6 +15,10 @@ from torch import fx, nn
 from .errors import XdfxError, XdfxInputError
 from .ops.graph import XDGraphConv
 from .ops.xd import XDConv
+
+# the installed packages' own folders, to tell library frames from the user's (a user's code may
+# well live under a folder named "xdfx" or "torch" itself)
+_XDFX_DIR, _TORCH_DIR = (os.path.dirname(os.path.abspath(p)) + os.sep for p in (__file__, torch.__file__))
 
 #: The searchable layers that relax creates and harden replaces.
 XD_TYPES: tuple[type[nn.Module], ...] = (XDConv, XDGraphConv)
@@ -40,6 +45,11 @@ def attribute(root: nn.Module, target: str) -> Any:
     """What a ``get_attr`` target such as ``"layer1.adj"`` names inside ``root``."""
     owner, _, leaf = target.rpartition(".")
     return getattr(root.get_submodule(owner) if owner else root, leaf)
+
+
+def is_library_file(filename: str, torch_only: bool = False) -> bool:
+    """Whether ``filename`` belongs to torch (or xdfx) itself, not to the user's code."""
+    return os.path.abspath(filename).startswith(_TORCH_DIR if torch_only else (_TORCH_DIR, _XDFX_DIR))
 
 
 def relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import torch
 from torch import fx, nn
 
+from .common import is_library_file
 from .errors import XdfxTraceError
 from .ops import XDConv
 
@@ -99,7 +100,7 @@ def _locate(err: BaseException, names: dict[int, str]) -> tuple[str | None, str]
         if isinstance(owner, nn.Module) and id(owner) in names and code_obj.co_name == "forward":
             culprit = names[id(owner)]
         filename = code_obj.co_filename
-        if "/torch/" not in filename and "/xdfx/" not in filename:
+        if not is_library_file(filename):
             code = linecache.getline(filename, lineno).strip()
             where = f"{filename}:{lineno}" + (f" `{code}`" if code else "")
     return culprit, where

@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..common import xd_layers
+from ..common import is_library_file, xd_layers
 
 _OP = re.compile(r"No ONNX function found for <OpOverload\(op='([\w.]+)', overload='(\w+)'\)>(?:\. Failure message: ([^\n]*))?")
 _NODE = re.compile(r"Error when translating node %(\w+) : .*?call_function\[target=([\w.:]+)\]")
@@ -61,7 +61,7 @@ def _failing_module(model: nn.Module, excs: list[BaseException]) -> tuple[str, n
     for exc in excs:
         for frame in _frames(exc):
             owner = frame.f_locals.get("self")
-            if isinstance(owner, nn.Module) and id(owner) in names and "/torch/" not in frame.f_code.co_filename:
+            if isinstance(owner, nn.Module) and id(owner) in names and not is_library_file(frame.f_code.co_filename, torch_only=True):
                 best = (names[id(owner)], owner)
     return best
 
