@@ -1,1 +1,2 @@
-"""Graph passes: each one is a function over an ``fx.GraphModule`` that returns a report."""
+"""Graph passes: relax rewrites (one function per op kind of :mod:`xdfx.op_kinds`) and the candidate
+builders of harden's forms (:mod:`xdfx.forms`)."""
