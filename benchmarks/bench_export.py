@@ -35,7 +35,7 @@ import xdfx  # noqa: E402
 import xdfx.export  # noqa: E402
 from benchmarks.timing import interleaved, machine, write_json  # noqa: E402
 from examples.models import TCN, ResNetSmall  # noqa: E402
-from xdfx.ops import SpectralConv  # noqa: E402
+from xdfx.ops import FrozenXD, SpectralConv  # noqa: E402
 
 TARGET_RATIO = 1.5
 
@@ -79,7 +79,6 @@ def _as_fft(sc: SpectralConv) -> SpectralConv:
     """``sc`` evaluated with real FFTs instead of cos/sin matmuls (same kept modes)."""
     twin = copy.deepcopy(sc)
     twin.method = "fft"
-    twin.__dict__.pop("_basis_cache", None)
     return twin
 
 
@@ -97,7 +96,7 @@ def frozen_cases(batch: int, width: int = 32, length: int = 128) -> list[tuple[n
     if rec.form != "frozen":
         raise RuntimeError(f"expected a frozen layer, harden chose {rec.form} ({rec.detail})")
     by_op = xdfx.harden(relaxed)
-    by_op.get_submodule("0").dft_matmul_up_to = 0
+    by_op.set_submodule("0", FrozenXD(relaxed.get_submodule("0"), method="fft"))
     return [
         (hard, x, f"FrozenXD n={length} DFT matmuls, {width} ch, (B,{width},{length})"),
         (by_op, x, f"FrozenXD n={length} DFT op, {width} ch, (B,{width},{length})"),
