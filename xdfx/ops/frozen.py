@@ -23,7 +23,7 @@ class FrozenXD(CircularLayer):
     Complex values appear only inside real FFTs (``method="fft"``) or not at all
     (``method="matmul"``: the DFTs as real cos/sin matmuls, for transforms up to
     ``dft_matmul_up_to``), so the layer exports to ONNX and compiles; the per-frequency channel
-    mixing is one real block matmul, its weight precomputed.
+    mixing is one real block matmul.
     """
 
     dft_matmul_up_to = 256
@@ -47,7 +47,7 @@ class FrozenXD(CircularLayer):
         if cin == 1:  # depthwise-like: a broadcast product, no matmul
             mix = diag.reshape(p, g, cout, 2).permute(1, 2, 0, 3)  # (g, cout, p, 2)
         else:
-            mix = real_block(diag.reshape(p, g, cin, cout, 2))  # (p, g, 2 cin, 2 cout)
+            mix = diag.reshape(p, g, cin, cout, 2)  # the block matmul weight is built from it per call
         self.register_buffer("mix", mix.contiguous())
         self.bias = nn.Parameter(xd.bias.detach().clone()) if xd.bias is not None else None
         if method == "matmul":
@@ -101,5 +101,5 @@ class FrozenXD(CircularLayer):
             z = torch.stack([xr * vr - xi * vi, xi * vr + xr * vi], -1)  # (b, g, cout, p, 2)
         else:
             x2 = xf.reshape(b, g, cin, p, 2).permute(3, 1, 0, 4, 2).reshape(p, g, b, 2 * cin)
-            z = batched_matmul(x2, self.mix).reshape(p, g, b, 2, cout).permute(2, 1, 4, 0, 3)  # (b, g, cout, p, 2)
+            z = batched_matmul(x2, real_block(self.mix)).reshape(p, g, b, 2, cout).permute(2, 1, 4, 0, 3)  # (b, g, cout, p, 2)
         return z.contiguous().reshape(b, self.out_channels, *freq, 2)
