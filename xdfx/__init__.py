@@ -2,6 +2,7 @@
 
 from .errors import XdfxError, XdfxInputError, XdfxShapeError, XdfxTraceError, XdfxUnsupportedError
 from . import export
+from .budget import Budget
 from .harden import harden
 from .ops import XDConv
 from .params import arch_parameters, model_parameters
@@ -10,6 +11,7 @@ from .report import report
 from .search import evaluate, load_checkpoint, optimizers, save_checkpoint, search
 
 __all__ = [
+    "Budget",
     "XDConv",
     "XdfxError",
     "XdfxInputError",

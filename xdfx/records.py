@@ -107,6 +107,16 @@ class Report:
 
 
 @dataclass
+class RelaxReport(Report):
+    """The relax records plus what the budget policy chose overall."""
+
+    budget: str = ""
+
+    def summary(self) -> str:
+        return self.budget
+
+
+@dataclass
 class HardenReport(Report):
     """Per-layer harden records plus the whole-model error on the calibration inputs (if given)."""
 

@@ -15,7 +15,9 @@ from .op_kinds import OP_KINDS
 from .passes.context import RelaxConfig, RelaxContext, Selector
 from .passes.relax_leaves import leaf_watch_list, record_kept, relax_inside_leaves
 from .passes.shape_info import propagate_shapes
-from .records import Report, attach
+from .budget import Budget, plan as plan_budget
+from .passes.relax_conv import conv_sites
+from .records import RelaxReport, attach
 from .trace import TraceOptions, trace
 
 
@@ -25,6 +27,7 @@ def relax(
     *,
     arch: str = "monarch",
     max_kernel_size: int | None = None,
+    budget: Budget | None = Budget(),
     include: Sequence[Selector] = (),
     exclude: Sequence[Selector] = (),
     leaf_modules: Sequence[str] = (),
@@ -44,7 +47,12 @@ def relax(
     arch : {"monarch", "fixed"}
         Learnable structured K, L, M (the search space) or plain FFTs.
     max_kernel_size : int, optional
-        Cap on the kernel taps per axis; by default ``w`` spans the whole transform.
+        Cap on the kernel taps per axis of every layer (overrides ``budget``); by default ``w``
+        spans the whole transform wherever the budget allows.
+    budget : Budget or None
+        How many numbers the relaxed model may store (:class:`xdfx.Budget`: by default
+        ``max(4 x the original's, 2**24)``); where full growth does not fit, pointwise convs are
+        kept and kernels capped (the report says per layer). None: full growth everywhere.
     include, exclude : sequence of glob, module class or predicate ``(name, module) -> bool``
         Which layers to relax (default: all).
     leaf_modules, leaf_classes, concrete_args
@@ -65,7 +73,10 @@ def relax(
     already = list(xd_layers(model))
     if already:
         raise XdfxInputError(f"the model is already relaxed (XD layers at {already[:3]}); relax the original model")
-    config = RelaxConfig(arch=arch, max_kernel_size=max_kernel_size, include=tuple(include), exclude=tuple(exclude))
+    if budget is not None and not isinstance(budget, Budget):
+        raise XdfxInputError(f"budget must be an xdfx.Budget or None, got {type(budget).__name__}")
+    config = RelaxConfig(arch=arch, max_kernel_size=max_kernel_size, include=tuple(include), exclude=tuple(exclude),
+                         budget=budget)
     root = model if inplace else copy.deepcopy(model)
     if concrete_args is None:
         concrete_args = _non_tensor_arguments(model, inputs)
@@ -73,6 +84,9 @@ def relax(
     gm = traced.graph_module
     leaf_shapes = propagate_shapes(gm, inputs, leaf_watch_list(gm, traced.leaves, OP_KINDS))
     ctx = RelaxContext(gm, config, traced.leaves, leaf_shapes)
+    if max_kernel_size is None:
+        sites, other = conv_sites(ctx, OP_KINDS)
+        ctx.plan = plan_budget([s for s in sites if config.selects(s.name, s.module)], other, budget)
     for kind in OP_KINDS:  # the rows of xdfx.op_kinds, in order
         if kind.relax is not None:
             kind.relax(ctx, kind)
@@ -86,7 +100,7 @@ def relax(
             if _has_submodule(model, name):
                 model.set_submodule(name, module)
     gm.training = model.training
-    attach(gm, "xdfx_report", Report("xdfx.relax", ctx.records))
+    attach(gm, "xdfx_report", RelaxReport("xdfx.relax", ctx.records, budget=ctx.plan.summary() if ctx.plan else ""))
     return gm
 
 

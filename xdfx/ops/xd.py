@@ -17,6 +17,7 @@ no kernel FFT per step; a truncated kernel (learnable ``Q_L``) or one the model 
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -27,7 +28,7 @@ from ..errors import XdfxShapeError
 from .fft import irfftn_batch_major, rfftn, spectral_mix
 from .geometry import AxisGeometry
 from .circular import CircularLayer
-from .monarch import LinearMap, Monarch
+from .monarch import LinearMap, Monarch, along
 
 ARCHS = ("monarch", "fixed")
 
@@ -121,15 +122,7 @@ class XDConv(CircularLayer):
         arch: str = "monarch",
     ) -> "XDConv":
         """Warm-start an XD layer from an ``nn.Conv*d`` seen on inputs of spatial ``input_size``."""
-        d = len(conv.kernel_size)
-        if conv.padding_mode == "zeros":
-            pads = conv_pads(conv.padding, conv.kernel_size, conv.dilation)
-        else:
-            rev = conv._reversed_padding_repeated_twice
-            pads = [(rev[2 * (d - 1 - i)], rev[2 * (d - 1 - i) + 1]) for i in range(d)]
-        geometry = cls.plan_geometry(
-            input_size, conv.kernel_size, conv.stride, conv.dilation, pads, conv.padding_mode, max_kernel_size
-        )
+        geometry = cls.conv_geometry(conv, input_size, max_kernel_size)
         xd = cls(
             conv.in_channels,
             conv.out_channels,
@@ -145,6 +138,18 @@ class XDConv(CircularLayer):
             if conv.bias is not None:
                 xd.bias.copy_(conv.bias)
         return xd
+
+    @classmethod
+    def conv_geometry(cls, conv: nn.Module, input_size: Sequence[int], max_kernel_size: int | None = None) -> list[AxisGeometry]:
+        """The per-axis geometry of ``conv`` on inputs of spatial ``input_size``."""
+        d = len(conv.kernel_size)
+        if conv.padding_mode == "zeros":
+            pads = conv_pads(conv.padding, conv.kernel_size, conv.dilation)
+        else:
+            rev = conv._reversed_padding_repeated_twice
+            pads = [(rev[2 * (d - 1 - i)], rev[2 * (d - 1 - i) + 1]) for i in range(d)]
+        return cls.plan_geometry(input_size, conv.kernel_size, conv.stride, conv.dilation, pads, conv.padding_mode,
+                                 max_kernel_size)
 
     @staticmethod
     def plan_geometry(input_size, kernel, stride, dilation, pads, mode, max_kernel_size=None) -> list[AxisGeometry]:
@@ -230,9 +235,18 @@ class XDConv(CircularLayer):
 
     def _diagonal(self, weight: torch.Tensor | None) -> torch.Tensor:
         w = self.kernel(weight)
-        for i, q in enumerate(self.L):
-            w = q(w, 2 + i)
-        return self.diagonal_of(w)
+        if self.external_weight:
+            return self.diagonal_of(w)
+        # a truncated kernel: L = conj F Q_L as one small complex matrix per axis, applied to the
+        # kb taps directly (no zero-extended FFT of every channel pair on every call)
+        real = w.dtype
+        for i, g in enumerate(self.geometry):
+            kw = {"device": w.device, "dtype": real}
+            angle = (2 * math.pi / g.n) * torch.outer(torch.arange(self.frequency_shape[i], **kw), torch.arange(g.n, **kw))
+            dft = torch.polar(torch.ones_like(angle), angle)  # conj F, (rows, n)
+            q = self.L[i].matrix if len(self.L) else torch.eye(g.n, g.kernel_buffer, **kw)
+            w = along(dft @ q.to(dft.dtype), w.to(dft.dtype), 2 + i)
+        return self._to_mix_layout(w).contiguous()
 
     def diagonal_of(self, w: torch.Tensor) -> torch.Tensor:
         """``conj F w`` of a real length-n kernel ``(C_out, C_in/g, *n)`` in the layout of

@@ -30,14 +30,15 @@ class RelaxConfig:
     max_kernel_size: int | None = None
     include: tuple[Selector, ...] = ()
     exclude: tuple[Selector, ...] = ()
+    budget: Any = None  # an xdfx.Budget, or None for full growth everywhere
 
     def selects(self, name: str, module: nn.Module | None) -> bool:
         """Whether a layer passes the include/exclude filters."""
-        inc = not self.include or any(_match(s, name, module) for s in self.include)
-        return inc and not any(_match(s, name, module) for s in self.exclude)
+        inc = not self.include or any(matches(s, name, module) for s in self.include)
+        return inc and not any(matches(s, name, module) for s in self.exclude)
 
 
-def _match(selector: Selector, name: str, module: nn.Module | None) -> bool:
+def matches(selector: Selector, name: str, module: nn.Module | None) -> bool:
     if isinstance(selector, str):
         return fnmatch.fnmatchcase(name, selector)
     if isinstance(selector, type):
@@ -55,6 +56,16 @@ class RelaxContext:
     leaf_shapes: dict[str, list[torch.Size]] = field(default_factory=dict)
     records: list[LayerRecord] = field(default_factory=list)
     used_names: dict[str, bool] = field(default_factory=dict)
+    plan: Any = None  # the budget's xdfx.budget.Plan: each conv's kernel cap
+
+    def cap(self, name: str):
+        """The kernel cap of conv ``name``: taps per axis, None for full growth, or "keep"."""
+        if self.config.max_kernel_size is not None or self.plan is None:
+            return self.config.max_kernel_size
+        return self.plan.cap(name, None)
+
+    def cap_reason(self, name: str) -> str:
+        return "" if self.plan is None or self.config.max_kernel_size is not None else self.plan.reasons.get(name, "")
 
     @property
     def device(self) -> torch.device:

@@ -13,6 +13,7 @@ from ..errors import XdfxShapeError, XdfxUnsupportedError
 from ..ops import XDConv
 from ..ops.xd import _ntuple, conv_pads
 from ..records import LayerRecord, Origin
+from ..budget import KEEP
 from .context import RelaxContext
 from .shape_info import input_shape, output_shape
 
@@ -35,7 +36,7 @@ def probe_error(reference, candidate, shape, dtype, device) -> float:
 def conv_module_to_xd(ctx: RelaxContext, name: str, conv: nn.Module, shapes: list[torch.Size]) -> XDConv:
     """An XD layer for ``conv``, built to serve every input shape in ``shapes`` exactly."""
     spatial = [max(s[2 + i] for s in shapes) for i in range(len(conv.kernel_size))]
-    xd = XDConv.from_conv(conv, spatial, max_kernel_size=ctx.config.max_kernel_size, arch=ctx.config.arch)
+    xd = XDConv.from_conv(conv, spatial, max_kernel_size=ctx.cap(name), arch=ctx.config.arch)
     xd.layer_name = name
     for s in shapes:  # a shared conv seen at several sizes: each must be computed exactly
         for i, geo in enumerate(xd.geometry):
@@ -65,12 +66,16 @@ def relax_conv_modules(ctx: RelaxContext, kind) -> None:
                 ctx.record(LayerRecord(target, op, "skipped", tuple(input_shape(n)), detail="excluded by filter", kind=kind.name))
             continue
         shapes = [input_shape(n) for n in nodes]
+        if ctx.cap(target) == KEEP:
+            for n in nodes:
+                ctx.record(LayerRecord(target, op, "skipped", tuple(input_shape(n)), detail=ctx.cap_reason(target), kind=kind.name))
+            continue
         xd = conv_module_to_xd(ctx, target, conv, shapes)
         error = probe_error(conv, xd, shapes[0], conv.weight.dtype, conv.weight.device)
         gm.add_submodule(target, xd)
         for n in nodes:
-            ctx.record(LayerRecord(target, op, "relaxed", tuple(input_shape(n)), _tuple(output_shape(n)), describe(xd),
-                                   error, kind=kind.name, origin=Origin(kind.name)))
+            ctx.record(LayerRecord(target, op, "relaxed", tuple(input_shape(n)), _tuple(output_shape(n)),
+                                   describe(xd, ctx.cap_reason(target)), error, kind=kind.name, origin=Origin(kind.name)))
 
 
 def relax_conv_functions(ctx: RelaxContext, kind) -> None:
@@ -79,9 +84,7 @@ def relax_conv_functions(ctx: RelaxContext, kind) -> None:
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or not kind.matches_function(node.target):
             continue
-        bound = _SIGNATURE.bind(*node.args, **node.kwargs)
-        bound.apply_defaults()
-        a = bound.arguments
+        a = _conv_arguments(node)
         meta = a["weight"].meta["tensor_meta"]
         d = len(meta.shape) - 2
         op = f"conv{d}d (function)"
@@ -107,14 +110,76 @@ def relax_conv_functions(ctx: RelaxContext, kind) -> None:
         options = {k: a[k] for k in ("stride", "padding", "dilation", "groups")}
         args = (a["input"], a["weight"]) + ((a["bias"],) if a["bias"] is not None else ())
         new = ctx.replace_with_module(node, name, xd, args)
-        ctx.record(LayerRecord(name, op, "relaxed", x_shape, _tuple(output_shape(new)), describe(xd), kind=kind.name,
-                               origin=Origin(kind.name, function=node.target, options=options)))
+        ctx.record(LayerRecord(name, op, "relaxed", x_shape, _tuple(output_shape(new)), describe(xd, ctx.cap_reason(node.name)),
+                               kind=kind.name, origin=Origin(kind.name, function=node.target, options=options)))
 
 
-def describe(xd: XDConv) -> str:
+def describe(xd: XDConv, why: str = "") -> str:
     ns = "x".join(str(g.n) for g in xd.geometry)
     ws = "x".join(str(g.kernel_buffer) for g in xd.geometry)
-    return f"n={ns} w={ws} {xd.arch} {xd.geometry[0].mode}"
+    return f"n={ns} w={ws} {xd.arch} {xd.geometry[0].mode}" + (f"; {why}" if why else "")
+
+
+def _conv_arguments(node: fx.Node) -> dict:
+    bound = _SIGNATURE.bind(*node.args, **node.kwargs)
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def function_geometry(a: dict, x_shape, cap) -> list:
+    """The per-axis geometry of a functional conv call with bound arguments ``a``."""
+    meta = a["weight"].meta["tensor_meta"]
+    kernel = tuple(meta.shape[2:])
+    d = len(kernel)
+    dilation = _ntuple(a["dilation"], d)
+    pads = conv_pads(a["padding"], kernel, dilation)
+    return XDConv.plan_geometry(x_shape[2:], kernel, _ntuple(a["stride"], d), dilation, pads, "zeros", cap)
+
+
+def module_geometry(conv: nn.Module, spatial, cap) -> list:
+    """The per-axis geometry of a conv module on inputs of sizes ``spatial``."""
+    return XDConv.conv_geometry(conv, spatial, cap)
+
+
+def conv_sites(ctx: RelaxContext, kinds) -> tuple[list, int]:
+    """Every conv relax may rewrite, as the budget policy sees it, and the numbers the rest of
+    the model stores."""
+    from ..budget import ConvSite
+
+    gm, learned = ctx.gm, ctx.config.arch == "monarch"
+    rows = [k for k in kinds if k.name in ("conv", "conv_function")]
+    shapes: dict[str, list] = defaultdict(list)
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and rows[0].matches_module(gm.get_submodule(node.target)):
+            shapes[node.target].append(input_shape(node))
+    for name, seen in ctx.leaf_shapes.items():
+        if rows[0].matches_module(gm.get_submodule(name)):
+            shapes[name] += seen
+    sites, covered = [], set()
+    for name, seen in shapes.items():
+        conv = gm.get_submodule(name)
+        spatial = [max(s[2 + i] for s in seen) for i in range(len(conv.kernel_size))]
+        try:
+            geometry = module_geometry(conv, spatial, None)
+        except (XdfxShapeError, ValueError):
+            continue
+        covered |= {id(t) for t in conv.state_dict(keep_vars=True).values()}
+        sites.append(ConvSite(name, conv, conv.in_channels, conv.out_channels, conv.groups, geometry,
+                              learned_factors=learned, bias=conv.bias is not None))
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and rows[1].matches_function(node.target):
+            a = _conv_arguments(node)
+            if any(_has_node(a[k]) for k in ("stride", "padding", "dilation", "groups")):
+                continue
+            w = a["weight"].meta["tensor_meta"].shape
+            try:
+                geometry = function_geometry(a, tuple(input_shape(node)), None)
+            except (XdfxShapeError, ValueError):
+                continue
+            sites.append(ConvSite(node.name, None, w[1] * a["groups"], w[0], a["groups"], geometry, external_weight=True,
+                                  learned_factors=learned))
+    other = sum(t.numel() for t in gm.state_dict(keep_vars=True).values() if id(t) not in covered)
+    return sites, other
 
 
 def _has_node(v) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+from ..budget import KEEP
 from ..errors import XdfxUnsupportedError
 from ..records import LayerRecord, Origin
 from .context import RelaxContext
@@ -38,6 +39,9 @@ def relax_inside_leaves(ctx: RelaxContext, kinds) -> None:
         if not ctx.config.selects(name, module):
             ctx.record(LayerRecord(name, op, "skipped", tuple(shapes[0]), detail="excluded by filter", kind=kind.name))
             continue
+        if kind.name == "conv" and ctx.cap(name) == KEEP:
+            ctx.record(LayerRecord(name, op, "skipped", tuple(shapes[0]), detail=ctx.cap_reason(name), kind=kind.name))
+            continue
         try:
             if kind.name == "conv":
                 xd = conv_module_to_xd(ctx, name, module, shapes)
@@ -55,8 +59,8 @@ def relax_inside_leaves(ctx: RelaxContext, kinds) -> None:
             continue
         error = probe_error(module, xd, shapes[0], ctx.dtype, ctx.device)
         gm.set_submodule(name, xd)
-        ctx.record(LayerRecord(name, op, "relaxed", tuple(shapes[0]), None, describe(xd), error, kind=kind.name,
-                               origin=origin))
+        ctx.record(LayerRecord(name, op, "relaxed", tuple(shapes[0]), None, describe(xd, ctx.cap_reason(name)), error,
+                               kind=kind.name, origin=origin))
 
 
 def record_kept(ctx: RelaxContext, kinds) -> None:

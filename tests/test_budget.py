@@ -1,0 +1,84 @@
+"""The budget policy: small nets keep full growth, large ones are capped within the budget, and
+every relaxed layer stays exact (float32, <= 1e-4 * max|y|)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import xdfx
+from tests.zoo import ZOO
+
+
+class Wide(nn.Module):
+    """Enough channels at 64x64 that full growth would not fit a small budget."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.body = nn.Conv2d(32, 32, 5, padding=2, bias=False)
+        self.point = nn.Conv2d(32, 32, 1)
+        self.down = nn.Conv2d(32, 16, 3, stride=2, padding=1, padding_mode="reflect")
+
+    def forward(self, x):
+        return self.down(torch.relu(self.point(torch.relu(self.body(torch.relu(self.stem(x)))))))
+
+
+def _numbers(model: nn.Module) -> int:
+    return sum(t.numel() for t in model.state_dict().values())
+
+
+def _exact(model: nn.Module, relaxed: nn.Module, x: torch.Tensor) -> bool:
+    with torch.no_grad():
+        y, z = model(x), relaxed(x)
+    return float((y - z).abs().max()) <= 1e-4 * float(y.abs().max())
+
+
+def test_small_nets_keep_full_growth() -> None:
+    entry = ZOO["resnet_basic"]
+    torch.manual_seed(0)
+    model = entry.make().eval()
+    relaxed = xdfx.relax(model, entry.example_inputs())
+    layers = [m for m in relaxed.modules() if isinstance(m, xdfx.XDConv)]
+    assert layers and all(g.kernel_buffer == g.n for m in layers for g in m.geometry)
+    assert "full growth" in " ".join(r.detail for r in relaxed.xdfx_report.relaxed())
+    assert "budget:" in str(relaxed.xdfx_report)
+
+
+def test_a_binding_budget_caps_kernels_and_keeps_pointwise_convs() -> None:
+    torch.manual_seed(0)
+    model, x = Wide().eval(), torch.randn(2, 3, 64, 64)
+    budget = xdfx.Budget(ratio=4.0, floor=0)
+    relaxed = xdfx.relax(model, x, budget=budget)
+    by_name = {r.name: r for r in relaxed.xdfx_report}
+    assert by_name["point"].status == "skipped" and "pointwise" in by_name["point"].detail
+    assert all(by_name[n].status == "relaxed" and "capped at" in by_name[n].detail for n in ("stem", "body", "down"))
+    caps = {g.kernel_buffer for n in ("stem", "body") for g in relaxed.get_submodule(n).geometry}
+    assert max(caps) < 64  # no layer grew to the full transform
+    assert _numbers(relaxed) <= budget.limit(_numbers(model))
+    assert _exact(model, relaxed, x)
+    # the plan counted exactly what the relaxed model stores
+    assert f"stores {_numbers(relaxed):,} numbers" in relaxed.xdfx_report.summary()
+
+
+def test_overrides_and_no_budget() -> None:
+    torch.manual_seed(0)
+    model, x = Wide().eval(), torch.randn(2, 3, 64, 64)
+    budget = xdfx.Budget(floor=0, overrides=(("body", None), (nn.Conv2d, "keep")))
+    relaxed = xdfx.relax(model, x, budget=budget)
+    by_name = {r.name: r for r in relaxed.xdfx_report}
+    assert by_name["body"].status == "relaxed"
+    assert all(g.kernel_buffer == g.n for g in relaxed.get_submodule("body").geometry)
+    assert all(by_name[n].status == "skipped" for n in ("stem", "point", "down"))
+    assert _exact(model, relaxed, x)
+    unlimited = xdfx.relax(model, x, budget=None)
+    assert all(g.kernel_buffer == g.n for m in unlimited.modules() if isinstance(m, xdfx.XDConv) for g in m.geometry)
+    assert len([m for m in unlimited.modules() if isinstance(m, xdfx.XDConv)]) == 4
+
+
+def test_an_explicit_max_kernel_size_wins_over_the_budget() -> None:
+    torch.manual_seed(0)
+    model, x = Wide().eval(), torch.randn(2, 3, 64, 64)
+    relaxed = xdfx.relax(model, x, max_kernel_size=9, budget=xdfx.Budget(floor=0))
+    assert {g.kernel_buffer for m in relaxed.modules() if isinstance(m, xdfx.XDConv) for g in m.geometry} == {9}
+    assert _exact(model, relaxed, x)
