@@ -37,7 +37,7 @@ class Budget:
     """
 
     ratio: float = 4.0
-    floor: int = 1 << 24
+    floor: int = 1 << 25
     caps: tuple[int, ...] = (64, 32, 16, 11, 9, 7, 5, 3)
     pointwise: str = "auto"
     overrides: tuple[tuple[Selector, int | str | None], ...] = ()

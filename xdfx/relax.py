@@ -51,7 +51,7 @@ def relax(
         spans the whole transform wherever the budget allows.
     budget : Budget or None
         How many numbers the relaxed model may store (:class:`xdfx.Budget`: by default
-        ``max(4 x the original's, 2**24)``); where full growth does not fit, pointwise convs are
+        ``max(4 x the original's, 2**25)``); where full growth does not fit, pointwise convs are
         kept and kernels capped (the report says per layer). None: full growth everywhere.
     include, exclude : sequence of glob, module class or predicate ``(name, module) -> bool``
         Which layers to relax (default: all).
