@@ -28,7 +28,14 @@ def load_model(spec: str):
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
         raise XdfxInputError(f"cannot load {spec!r}: {err}") from err
-    model = factory()
+    try:
+        model = factory()
+    except Exception as err:  # noqa: BLE001 - the user's factory: report it, without our traceback
+        raise XdfxInputError(f"calling {spec!r} with no arguments failed: {type(err).__name__}: {err}") from err
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise XdfxInputError(f"{spec!r} returned a {type(model).__name__}, not an nn.Module")
     return model
 
 
@@ -134,4 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args)
     except XdfxError as err:
         print(f"xdfx: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. an unwritable --out or --save path
+        print(f"xdfx: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2

@@ -7,7 +7,10 @@ graph runs on the real example inputs instead.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import logging
 from collections import defaultdict
 from typing import Iterable, Sequence
 
@@ -17,6 +20,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import XdfxShapeError
+
+log = logging.getLogger("xdfx")
 
 
 def propagate_shapes(
@@ -29,14 +34,16 @@ def propagate_shapes(
         mode = FakeTensorMode(allow_non_fake_inputs=True)
         fake_inputs = [mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in example_inputs]
         prop = ShapeProp(gm, fake_mode=mode)
-        with _recording(getattr(prop, "fake_module", None) or gm, watch) as seen:
+        # ShapeProp prints the traceback of a failing node itself; this failure is expected
+        # (data-dependent leaves) and handled below, so it goes to the debug log instead
+        with _recording(getattr(prop, "fake_module", None) or gm, watch) as seen, _stderr_to_log():
             prop.propagate(*fake_inputs)
         return seen
-    except Exception:
-        pass
+    except Exception as err:  # noqa: BLE001 - any failure on fake tensors: retry on real ones
+        log.debug("shape propagation on fake tensors failed (%s: %s); running the example inputs", type(err).__name__, err)
     twin = copy.deepcopy(gm)
     try:
-        with _recording(twin, watch) as seen, torch.no_grad():
+        with _recording(twin, watch) as seen, torch.no_grad(), _stderr_to_log():
             ShapeProp(twin).propagate(*example_inputs)
     except Exception as err:
         failing = _failing_node(err)
@@ -51,6 +58,18 @@ def propagate_shapes(
         if "tensor_meta" in metas.get(node.name, {}):
             node.meta["tensor_meta"] = metas[node.name]["tensor_meta"]
     return seen
+
+
+@contextlib.contextmanager
+def _stderr_to_log():
+    """Send what runs inside to the debug log instead of stderr."""
+    text = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(text):
+            yield
+    finally:
+        if text.getvalue():
+            log.debug("%s", text.getvalue())
 
 
 class _recording:
