@@ -116,7 +116,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and onnxruntime intra-op threads (default: torch's own setting)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_export.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scratch_bench_export.json",
+                        help="results file (default: untracked scratch; name benchmarks/results/bench_export.json to update the tracked one)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -55,7 +55,8 @@ class FrequencyMonarch(torch.autograd.Function):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_factor_layouts.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scratch_bench_factor_layouts.json",
+                        help="results file (default: untracked scratch)")
     args = parser.parse_args()
     torch.manual_seed(0)
     b, c, length = 16, 32, 1024

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--label", default="xd-fixed", help="which searched model of search_results.py")
     parser.add_argument("--results", default="search_burgers", help="the search_results.py --out name")
     parser.add_argument("--checkpoint", default=None, help="searched weights (default: results/burgers_<label>.pt)")
-    parser.add_argument("--out", default="bench_harden")
+    parser.add_argument("--out", default="scratch_bench_harden", help="results name (default: untracked scratch)")
     parser.add_argument("--tol", type=float, nargs="+", default=[1e-2, 3e-3, 1e-3])
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=15)

@@ -51,7 +51,8 @@ class Factor(nn.Module):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_relax.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scratch_bench_relax.json",
+                        help="results file (default: untracked scratch; name benchmarks/results/bench_relax.json to update the tracked one)")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []

@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(CASES))
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd training steps (ratios against the compiled backbone)")
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--out", default="bench_suite")
+    parser.add_argument("--out", default="scratch_bench_suite", help="results name (default: untracked scratch)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []

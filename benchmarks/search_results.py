@@ -280,7 +280,7 @@ def main() -> None:
     parser.add_argument("--harden-tol", type=float, default=1e-3)
     parser.add_argument("--spectral-decay", type=float, default=0.0,
                         help="per-frequency decay of the XD kernels (xdfx.optimizers(spectral_decay=...))")
-    parser.add_argument("--out", default="search_results")
+    parser.add_argument("--out", default="scratch_search_results", help="results name (default: untracked scratch)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     RESULTS.mkdir(parents=True, exist_ok=True)
