@@ -6,6 +6,7 @@ as tests/test_zoo.py."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -249,6 +250,10 @@ def test_hooks_on_convs_move_onto_the_xd_layers() -> None:
     assert "1 forward pre, 1 forward" in _rows(report, "0")[0].detail
     with torch.no_grad():  # the original keeps its hooks
         assert torch.equal(model(x), y)
+    hard = xdfx.harden(relaxed, example_inputs=x)  # measured without the hooks, which go on the chosen forms
+    with torch.no_grad():
+        assert _close(hard(x), y)
+    assert [r.form for r in hard.xdfx_report] == ["conv", "conv"]
 
 
 def test_hooks_on_a_block_keep_it_whole() -> None:
@@ -288,6 +293,8 @@ def test_root_hooks_are_copied_onto_the_relaxed_model() -> None:
     relaxed = xdfx.relax(model, x)
     with torch.no_grad():
         assert _close(relaxed(x), y)
+        assert _close(copy.deepcopy(relaxed)(x), y)  # GraphModule's deepcopy alone would drop them
+        assert _close(xdfx.harden(relaxed)(x), y)
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))

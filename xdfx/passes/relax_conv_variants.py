@@ -25,7 +25,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
 from ..common import XD_TYPES
-from ..records import LayerRecord
+from ..records import LayerRecord, attach
 from .context import RelaxContext
 from .shape_info import input_shape
 
@@ -101,10 +101,8 @@ class HookStash:
         for name, m in self.root.named_modules():
             if not name or is_lazy(m) or not any(getattr(m, d, None) for d in _HOOK_DICTS):
                 continue
-            hooks = {d: OrderedDict(getattr(m, d)) for d in _HOOK_DICTS if hasattr(m, d)}
-            for d in hooks:
-                getattr(m, d).clear()
-            self.stashed[name] = _Stashed(m, hooks, getattr(m, "_is_full_backward_hook", None))
+            hooks, full_backward = take_hooks(m)
+            self.stashed[name] = _Stashed(m, hooks, full_backward)
             with torch.no_grad():  # the weight as the reparametrization hook would compute it now
                 for hook in hooks.get("_forward_pre_hooks", {}).values():
                     if isinstance(hook, WeightNorm):
@@ -164,9 +162,24 @@ def deepcopy_memo(model: nn.Module) -> dict[int, torch.Tensor]:
 
 def copy_root_hooks(root: nn.Module, gm: fx.GraphModule) -> None:
     """fx's GraphModule does not carry the root's hooks: the returned module gets them (they
-    receive the GraphModule as ``module``)."""
+    receive the GraphModule as ``module``), and keeps them through ``copy.deepcopy``."""
     _install(gm, {d: OrderedDict(getattr(root, d)) for d in _HOOK_DICTS if hasattr(root, d)},
              getattr(root, "_is_full_backward_hook", None))
+    for d in _HOOK_DICTS:
+        if getattr(gm, d, None):  # GraphModule.__deepcopy__ drops forward hooks, keeps these attributes
+            attach(gm, d, getattr(gm, d))
+
+
+def take_hooks(m: nn.Module) -> tuple[dict[str, OrderedDict], bool | None]:
+    """Remove ``m``'s hooks and return them, for :func:`put_hooks`."""
+    hooks = {d: OrderedDict(getattr(m, d)) for d in _HOOK_DICTS if hasattr(m, d)}
+    for d in hooks:
+        getattr(m, d).clear()
+    return hooks, getattr(m, "_is_full_backward_hook", None)
+
+
+def put_hooks(m: nn.Module, taken: tuple[dict[str, OrderedDict], bool | None]) -> None:
+    _install(m, *taken)
 
 
 # ------------------------------------------------------------------------------------- accounting
