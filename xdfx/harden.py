@@ -20,6 +20,7 @@ from .forms import candidates, choose
 from .ops import XDConv
 from .ops.graph import XDGraphConv
 from .passes.harden_context import Candidate, LayerContext, core_views, stored_numbers, xd_flops
+from .passes.relax_conv_variants import put_hooks, take_hooks
 from .records import HardenRecord, HardenReport, Report, attach
 from .relax import drop_dead_attributes
 
@@ -51,6 +52,7 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
     check_finite(model, list(model.parameters()), "harden a checkpoint from before the divergence (lower the "
                  "architecture learning rate)")
     gm = copy.deepcopy(model)
+    hooks = {name: take_hooks(gm.get_submodule(name)) for name in names}  # off while layers are measured
     inputs = as_inputs(example_inputs) if example_inputs is not None else None
     probes = capture_inputs(gm, names, inputs) if inputs is not None else {}
     origins = getattr(model, "xdfx_report", None)
@@ -64,6 +66,8 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
             c.error = ctx.measure(c)
         best, runner = choose(cands, tol)
         _install(gm, name, best)
+        if best.function is None:  # the layer's hooks (relax moved a conv's onto it) go on what replaces it
+            put_hooks(gm.get_submodule(name), hooks[name])
         records.append(HardenRecord(
             name, best.name, best.detail, best.error, _flops(layer, ctx), best.flops, stored_numbers(layer), best.stored,
             runner.name if runner else "", runner.error if runner else None, runner.flops if runner else None,

@@ -1,6 +1,6 @@
 """Every kind of op that :func:`xdfx.relax` rewrites or keeps, in one table.
 
-Each row says what it matches (module classes and functions), the pass that rewrites it into an
+Each row says what it matches (module classes, a module predicate, functions), the pass that rewrites it into an
 XD layer (or why it is kept), and the harden form (:mod:`xdfx.forms`) that gives the original op
 back. Rows are tried in order; a module or function matches at most one row. Adding an op kind is
 adding a row (and its pass, a function ``(ctx, kind) -> None`` over the traced graph).
@@ -18,6 +18,7 @@ from torch import nn
 
 from .passes.context import RelaxContext
 from .passes.relax_conv import relax_conv_functions, relax_conv_modules
+from .passes.relax_conv_variants import is_plain_conv_subclass
 from .passes.relax_graphconv import relax_graph_convs
 from .passes.relax_pool import relax_pools
 
@@ -32,9 +33,12 @@ class OpKind:
     relax: Callable[[RelaxContext, "OpKind"], None] | None = None  # the pass; None: kept
     restore: str | None = None  # the harden form that gives the original op back
     kept_because: str = ""  # the report's reason, for rows that are kept
+    module_test: Callable[[nn.Module], bool] | None = None  # matches modules by predicate (subclasses), after ``modules``
 
     def matches_module(self, module: nn.Module | None) -> bool:
-        return module is not None and type(module) in self.modules
+        if module is None:
+            return False
+        return type(module) in self.modules or (self.module_test is not None and self.module_test(module))
 
     def matches_function(self, target) -> bool:
         return any(target is f for f in self.functions)
@@ -42,6 +46,8 @@ class OpKind:
 
 OP_KINDS: tuple[OpKind, ...] = (
     OpKind("conv", modules=(nn.Conv1d, nn.Conv2d, nn.Conv3d), relax=relax_conv_modules, restore="conv"),
+    # subclasses that compute what nn.Conv*d computes (parametrized convs: the weight's value is folded in)
+    OpKind("conv_subclass", module_test=is_plain_conv_subclass, relax=relax_conv_modules, restore="conv"),
     OpKind("conv_function", functions=(F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d),
            relax=relax_conv_functions, restore="conv_function"),
     OpKind("avg_pool",

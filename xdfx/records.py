@@ -39,6 +39,7 @@ class LayerRecord:
     error: float | None = None  # relative max error of the rewrite on a random probe
     kind: str = "other"  # the op kind: conv, conv_function, avg_pool, max_pool, conv_transpose, graph_conv, leaf
     origin: Origin | None = field(default=None, repr=False)
+    module: str = field(default="", repr=False)  # the model's conv module whose traced-through forward made this call
 
 
 @dataclass

@@ -11,8 +11,10 @@ from torch import fx, nn
 
 from .common import as_inputs, attribute, xd_layers
 from .errors import XdfxInputError
-from .op_kinds import OP_KINDS
+from .op_kinds import OP_KINDS, module_kind
 from .passes.context import RelaxConfig, RelaxContext, Selector
+from .passes.relax_conv_variants import (
+    HookStash, account_for_convs, conv_modules, copy_root_hooks, deepcopy_memo, note_variants)
 from .passes.relax_leaves import leaf_watch_list, record_kept, relax_inside_leaves
 from .passes.shape_info import propagate_shapes
 from .budget import Budget, plan as plan_budget
@@ -77,21 +79,28 @@ def relax(
         raise XdfxInputError(f"budget must be an xdfx.Budget or None, got {type(budget).__name__}")
     config = RelaxConfig(arch=arch, max_kernel_size=max_kernel_size, include=tuple(include), exclude=tuple(exclude),
                          budget=budget)
-    root = model if inplace else copy.deepcopy(model)
+    root = model if inplace else copy.deepcopy(model, deepcopy_memo(model))  # memo: weight_norm's computed weights
     if concrete_args is None:
         concrete_args = _non_tensor_arguments(model, inputs)
-    traced = trace(root, TraceOptions(tuple(leaf_modules), tuple(leaf_classes), concrete_args))
+    whole = lambda m: module_kind(m) is not None  # noqa: E731  (modules a row rewrites stay call_module nodes)
+    traced = trace(root, TraceOptions(tuple(leaf_modules), tuple(leaf_classes), concrete_args, whole))
     gm = traced.graph_module
-    leaf_shapes = propagate_shapes(gm, inputs, leaf_watch_list(gm, traced.leaves, OP_KINDS))
-    ctx = RelaxContext(gm, config, traced.leaves, leaf_shapes)
-    if max_kernel_size is None:
-        sites, other = conv_sites(ctx, OP_KINDS)
-        ctx.plan = plan_budget([s for s in sites if config.selects(s.name, s.module)], other, budget)
-    for kind in OP_KINDS:  # the rows of xdfx.op_kinds, in order
-        if kind.relax is not None:
-            kind.relax(ctx, kind)
-    relax_inside_leaves(ctx, OP_KINDS)
-    record_kept(ctx, OP_KINDS)
+    convs = conv_modules(root)
+    with HookStash(root) as stash:  # hooks off while shapes and probes run; back on (or on the XD layers) after
+        leaf_shapes = propagate_shapes(gm, inputs, leaf_watch_list(gm, traced.leaves, OP_KINDS))
+        ctx = RelaxContext(gm, config, traced.leaves, leaf_shapes)
+        if max_kernel_size is None:
+            sites, other = conv_sites(ctx, OP_KINDS)
+            ctx.plan = plan_budget([s for s in sites if config.selects(s.name, s.module)], other, budget)
+        for kind in OP_KINDS:  # the rows of xdfx.op_kinds, in order
+            if kind.relax is not None:
+                kind.relax(ctx, kind)
+        relax_inside_leaves(ctx, OP_KINDS)
+        record_kept(ctx, OP_KINDS)
+        stash.move_to_xd_layers(ctx)
+        note_variants(ctx, convs, stash)
+    account_for_convs(ctx, convs)
+    copy_root_hooks(root, gm)
     drop_dead_attributes(gm)
     gm.graph.lint()
     gm.recompile()

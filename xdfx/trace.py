@@ -15,10 +15,11 @@ from __future__ import annotations
 import linecache
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import fx, nn
+from torch.nn.utils import parametrize
 
 from .common import is_library_file
 from .errors import XdfxTraceError
@@ -35,6 +36,7 @@ class TraceOptions:
     leaf_modules: tuple[str, ...] = ()
     leaf_classes: tuple[type, ...] = ()
     concrete_args: dict[str, Any] | None = None
+    whole: Callable[[nn.Module], bool] | None = None  # modules an op-kind row rewrites whole (call_module nodes)
 
 
 @dataclass
@@ -46,13 +48,34 @@ class TraceResult:
 class XdfxTracer(fx.Tracer):
     """``fx.Tracer`` that keeps xdfx operators, and the given modules, whole."""
 
-    def __init__(self, leaf_names: Iterable[str] = (), leaf_classes: tuple[type, ...] = ()) -> None:
+    def __init__(self, leaf_names: Iterable[str] = (), leaf_classes: tuple[type, ...] = (),
+                 whole: Callable[[nn.Module], bool] | None = None) -> None:
         super().__init__()
         self.leaf_names = set(leaf_names)
         self.leaf_classes = tuple(leaf_classes) + LEAF_TYPES
+        self.whole = whole
+        self.hooked: set[str] = set()  # modules kept whole because they have hooks
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualname in self.leaf_names or isinstance(m, self.leaf_classes) or super().is_leaf_module(m, qualname)
+        if qualname in self.leaf_names or isinstance(m, self.leaf_classes) or (self.whole is not None and self.whole(m)):
+            return True
+        if not _parametrized_user_module(m) and super().is_leaf_module(m, qualname):
+            return True
+        if has_hooks(m):  # traced through, its hooks would never run
+            self.hooked.add(qualname)
+            return True
+        return False
+
+
+def _parametrized_user_module(m: nn.Module) -> bool:
+    """A user module given parametrizations: fx would keep it whole for its new class's module
+    (torch.nn.utils.parametrize), where the user's class is traced through."""
+    return parametrize.is_parametrized(m) and not type(m).__bases__[0].__module__.startswith(("torch.nn", "torch.ao.nn"))
+
+
+def has_hooks(m: nn.Module) -> bool:
+    """Whether ``m`` has forward (pre-)hooks or backward hooks of its own."""
+    return any(getattr(m, d, None) for d in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
 
 
 def trace(model: nn.Module, options: TraceOptions | None = None) -> TraceResult:
@@ -61,7 +84,7 @@ def trace(model: nn.Module, options: TraceOptions | None = None) -> TraceResult:
     names = {id(m): n for n, m in model.named_modules()}
     leaves = {n: "leaf_modules option" for n in options.leaf_modules}
     while True:
-        tracer = XdfxTracer(leaves, options.leaf_classes)
+        tracer = XdfxTracer(leaves, options.leaf_classes, options.whole)
         try:
             graph = tracer.trace(model, concrete_args=options.concrete_args)
             break
@@ -78,6 +101,8 @@ def trace(model: nn.Module, options: TraceOptions | None = None) -> TraceResult:
                 ) from err
             leaves[culprit] = f"untraceable: {type(err).__name__}: {_first_line(err)}{' at ' + where if where else ''}"
     gm = fx.GraphModule(tracer.root, graph, class_name=f"Relaxed{type(model).__name__}")
+    for name in sorted(tracer.hooked):
+        leaves.setdefault(name, "has hooks: kept whole so that they run")
     for node in graph.nodes:
         if node.op == "call_module" and node.target not in leaves:
             module = gm.get_submodule(node.target)

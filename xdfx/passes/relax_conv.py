@@ -147,13 +147,15 @@ def conv_sites(ctx: RelaxContext, kinds) -> tuple[list, int]:
     from ..budget import ConvSite
 
     gm, learned = ctx.gm, ctx.config.arch == "monarch"
-    rows = [k for k in kinds if k.name in ("conv", "conv_function")]
+    modules = [k for k in kinds if k.relax is relax_conv_modules]
+    functions = [k for k in kinds if k.relax is relax_conv_functions]
+    is_conv = lambda m: any(k.matches_module(m) for k in modules)  # noqa: E731
     shapes: dict[str, list] = defaultdict(list)
     for node in gm.graph.nodes:
-        if node.op == "call_module" and rows[0].matches_module(gm.get_submodule(node.target)):
+        if node.op == "call_module" and is_conv(gm.get_submodule(node.target)):
             shapes[node.target].append(input_shape(node))
     for name, seen in ctx.leaf_shapes.items():
-        if rows[0].matches_module(gm.get_submodule(name)):
+        if is_conv(gm.get_submodule(name)):
             shapes[name] += seen
     sites, covered = [], set()
     for name, seen in shapes.items():
@@ -167,7 +169,7 @@ def conv_sites(ctx: RelaxContext, kinds) -> tuple[list, int]:
         sites.append(ConvSite(name, conv, conv.in_channels, conv.out_channels, conv.groups, geometry,
                               learned_factors=learned, bias=conv.bias is not None))
     for node in gm.graph.nodes:
-        if node.op == "call_function" and rows[1].matches_function(node.target):
+        if node.op == "call_function" and any(k.matches_function(node.target) for k in functions):
             a = _conv_arguments(node)
             if any(_has_node(a[k]) for k in ("stride", "padding", "dilation", "groups")):
                 continue
@@ -178,7 +180,8 @@ def conv_sites(ctx: RelaxContext, kinds) -> tuple[list, int]:
                 continue
             sites.append(ConvSite(node.name, None, w[1] * a["groups"], w[0], a["groups"], geometry, external_weight=True,
                                   learned_factors=learned))
-    other = sum(t.numel() for t in gm.state_dict(keep_vars=True).values() if id(t) not in covered)
+    other = sum(t.numel() for t in gm.state_dict(keep_vars=True).values()
+                if id(t) not in covered and not isinstance(t, nn.parameter.UninitializedTensorMixin))
     return sites, other
 
 

@@ -14,7 +14,7 @@ from .relax_pool import module_pool_windows, pool_to_xd
 from .shape_info import input_shape
 
 # the op kinds whose modules are also rewritten inside leaves
-LEAF_KINDS = ("conv", "avg_pool")
+LEAF_KINDS = ("conv", "conv_subclass", "avg_pool")
 
 
 def leaf_watch_list(gm, leaves: dict[str, str], kinds) -> list[str]:
@@ -43,7 +43,7 @@ def relax_inside_leaves(ctx: RelaxContext, kinds) -> None:
             ctx.record(LayerRecord(name, op, "skipped", tuple(shapes[0]), detail=ctx.cap_reason(name), kind=kind.name))
             continue
         try:
-            if kind.name == "conv":
+            if kind.name in ("conv", "conv_subclass"):
                 xd = conv_module_to_xd(ctx, name, module, shapes)
                 origin = Origin(kind.name)
             else:
