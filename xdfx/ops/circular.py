@@ -1,11 +1,13 @@
 """The frame shared by every operator that computes a convolution as a circular one of length n
 per axis (XD layers, their frozen and spectral forms): input checks, the conv's own padding, the
-stride taken in frequency, and the crop back to the conv's outputs (see :mod:`.geometry`)."""
+stride taken in frequency, the crop back to the conv's outputs (see :mod:`.geometry`), and
+:func:`full_precision`, how they run on half and bfloat16 inputs and under ``torch.autocast``."""
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,43 @@ from torch import nn
 
 from ..errors import XdfxShapeError
 from .geometry import AxisGeometry
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a circular layer computes in for tensors of ``dtype``: float32 for float16 and
+    bfloat16 (CPU FFTs do not take them, CUDA half FFTs only powers of two), else ``dtype``."""
+    return torch.float32 if dtype in LOW_PRECISION else dtype
+
+
+def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype``; ``t`` itself when it already is (no cast node in a traced graph)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def full_precision(forward: Callable) -> Callable:
+    """Wrap a circular layer's ``forward(x, ...)`` for half, bfloat16 and autocast use.
+
+    Where ``x`` is float16 / bfloat16 or autocast is on for its device, the layer runs on ``x``
+    cast to :func:`compute_dtype` with autocast off (its matmuls stay in float32; parameters are
+    upcast where they are used), and the result is cast to the dtype a conv would return: the
+    autocast dtype under autocast (float64 inputs excepted, which autocast leaves alone), else
+    the input's dtype. float32 and float64 inputs outside autocast run unchanged. Every cast is
+    differentiable."""
+
+    @functools.wraps(forward)
+    def wrapped(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        device = x.device.type
+        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+        if not autocast and x.dtype not in LOW_PRECISION:
+            return forward(self, x, *args, **kwargs)
+        out = torch.get_autocast_dtype(device) if autocast and x.dtype != torch.float64 else x.dtype
+        with torch.autocast(device, enabled=False):
+            y = forward(self, as_dtype(x, compute_dtype(x.dtype)), *args, **kwargs)
+        return as_dtype(y, out)
+
+    return wrapped
 
 
 class CircularLayer(nn.Module):
@@ -110,9 +149,9 @@ class CircularLayer(nn.Module):
                     f"layer {self.layer_name!r} (a relaxed pooling) was built for outputs of size "
                     f"{tuple(self.out_scale.shape)}, got {tuple(y.shape[2:])}; relax with inputs of this size"
                 )
-            y = y * self.out_scale
+            y = y * as_dtype(self.out_scale, y.dtype)
         if bias is not None:
-            y = y + bias.reshape(-1, *([1] * self.spatial_dims))
+            y = y + as_dtype(bias, y.dtype).reshape(-1, *([1] * self.spatial_dims))
         return y
 
     def transform_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from .circular import CircularLayer
+from .circular import CircularLayer, as_dtype, full_precision
 from .dft import dft_bases, inverse_real_dft, real_block, real_dft, store_bases, stored_bases
 from .fft import batched_matmul, rfftn
 from .monarch import FixedMonarch
@@ -73,6 +73,7 @@ class FrozenXD(CircularLayer):
             for i, g in enumerate(self.geometry)
         ]
 
+    @full_precision
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         x, sizes = self.transform_in(x)
         if self.method == "matmul":
@@ -94,12 +95,13 @@ class FrozenXD(CircularLayer):
         freq = xf.shape[2:-1]
         p = math.prod(freq)
         cin, cout = self.in_channels // g, self.out_channels // g
+        mix = as_dtype(self.mix, xf.dtype)  # a half model's diagonal, upcast with the input
         if cin == 1:
-            vr, vi = self.mix[..., 0], self.mix[..., 1]
+            vr, vi = mix[..., 0], mix[..., 1]
             xf = xf.reshape(b, g, 1, p, 2)
             xr, xi = xf[..., 0], xf[..., 1]
             z = torch.stack([xr * vr - xi * vi, xi * vr + xr * vi], -1)  # (b, g, cout, p, 2)
         else:
             x2 = xf.reshape(b, g, cin, p, 2).permute(3, 1, 0, 4, 2).reshape(p, g, b, 2 * cin)
-            z = batched_matmul(x2, real_block(self.mix)).reshape(p, g, b, 2, cout).permute(2, 1, 4, 0, 3)  # (b, g, cout, p, 2)
+            z = batched_matmul(x2, real_block(mix)).reshape(p, g, b, 2, cout).permute(2, 1, 4, 0, 3)  # (b, g, cout, p, 2)
         return z.contiguous().reshape(b, self.out_channels, *freq, 2)

@@ -19,6 +19,8 @@ import math
 import torch
 from torch import nn
 
+from .circular import as_dtype
+
 DENSE_UP_TO = 192
 
 
@@ -50,7 +52,9 @@ class _MonarchApply(torch.autograd.Function):
 def along(matrix: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
     """``matrix @ x`` along axis ``dim`` of ``x`` (``matrix`` is ``(out, in)``). On an inner axis:
     one GEMM per leading index with the matrix broadcast at stride 0 (``matmul(matrix, x)``
-    would copy the broadcast matrix)."""
+    would copy the broadcast matrix). ``matrix`` is cast to the dtype of ``x`` (half factors on
+    an upcast input)."""
+    matrix = as_dtype(matrix, x.dtype)
     if dim == x.dim() - 1:
         return torch.matmul(x, matrix.T)
     before, after = math.prod(x.shape[:dim]), math.prod(x.shape[dim + 1 :])
@@ -110,6 +114,7 @@ def apply_monarch(blocks1: torch.Tensor, blocks2: torch.Tensor | None, x: torch.
         return along(blocks1[0], x, dim)
     if dim != x.dim() - 1:
         return apply_monarch(blocks1, blocks2, x.movedim(dim, -1), -1).movedim(-1, dim)
+    blocks1, blocks2 = as_dtype(blocks1, x.dtype), as_dtype(blocks2, x.dtype)  # half factors on an upcast input
     return _MonarchApply.apply(x.reshape(-1, n1, n2), blocks1, blocks2).reshape(x.shape)
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .circular import CircularLayer
+from .circular import CircularLayer, as_dtype, full_precision
 from .dft import dft_bases, inverse_real_dft, real_block, real_dft, store_bases, stored_bases
 from .geometry import AxisGeometry
 
@@ -55,7 +55,7 @@ class SpectralConv(CircularLayer):
         for i, keep in enumerate(self.kept):
             g = g.index_select(2 + i, keep.to(g.device))
         self.kept_shape = tuple(g.shape[2:])
-        real = torch.view_as_real(g.resolve_conj()).to(torch.float32 if g.dtype == torch.complex64 else torch.float64)
+        real = torch.view_as_real(g.resolve_conj()).to(torch.float64 if g.dtype == torch.complex128 else torch.float32)
         self.weight = nn.Parameter(real.contiguous())  # (C_out, C_in/g, *kept, 2)
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
         if method == "matmul":
@@ -75,14 +75,15 @@ class SpectralConv(CircularLayer):
         p = math.prod(shape)
         cin, cout = self.in_channels // g, self.out_channels // g
         y = torch.stack([yr, yi], 1).reshape(b, 2, g, cin, p).permute(4, 2, 0, 1, 3).reshape(p, g, b, 2 * cin)
-        w = self.weight.reshape(g, cout, cin, -1, 2).permute(3, 0, 2, 1, 4)  # (p, g, cin, cout, 2)
+        w = as_dtype(self.weight, y.dtype).reshape(g, cout, cin, -1, 2).permute(3, 0, 2, 1, 4)  # (p, g, cin, cout, 2)
         z = torch.matmul(y.contiguous(), real_block(w)).reshape(p, g, b, 2, cout).permute(2, 3, 1, 4, 0)
         z = z.reshape(b, 2, self.out_channels, *shape)
         return z[:, 0], z[:, 1]
 
+    @full_precision
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._forward_matmul(x) if self.method == "matmul" else self._forward_fft(x)
-        return y if self.bias is None else y + self.bias.reshape(-1, *([1] * self.spatial_dims))
+        return y if self.bias is None else y + as_dtype(self.bias, y.dtype).reshape(-1, *([1] * self.spatial_dims))
 
     def _forward_fft(self, x: torch.Tensor) -> torch.Tensor:
         # (real, imag) pairs between the two real FFTs: the ONNX exporter translates rfftn /

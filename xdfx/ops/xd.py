@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import XdfxShapeError
 from .fft import irfftn_batch_major, rfftn, spectral_mix
 from .geometry import AxisGeometry
-from .circular import CircularLayer
+from .circular import CircularLayer, as_dtype, compute_dtype, full_precision
 from .monarch import LinearMap, Monarch, along
 
 ARCHS = ("monarch", "fixed")
@@ -205,7 +205,7 @@ class XDConv(CircularLayer):
             return self.embed(weight) + self.growth
         if self.spectral:
             ns = [g.n for g in self.geometry]
-            spec = self._from_mix_layout(torch.view_as_complex(self.spectral_weight)).conj()
+            spec = self._from_mix_layout(self._stored_diagonal()).conj()
             return torch.fft.irfftn(spec, s=ns, dim=tuple(range(2, 2 + self.spatial_dims)))
         return self.weight
 
@@ -230,11 +230,16 @@ class XDConv(CircularLayer):
         """``L w`` laid out ``(*freq, groups, C_in/g, C_out/g)``, the per-frequency matmul operand:
         stored by a ``spectral`` layer, else ``conj F Q_L w`` of the (owned or given) kernel."""
         if self.spectral:
-            return torch.view_as_complex(self.spectral_weight)
+            return self._stored_diagonal()
         return self._diagonal(weight)
+
+    def _stored_diagonal(self) -> torch.Tensor:
+        w = self.spectral_weight
+        return torch.view_as_complex(as_dtype(w, compute_dtype(w.dtype)))  # a half diagonal is upcast for the FFTs
 
     def _diagonal(self, weight: torch.Tensor | None) -> torch.Tensor:
         w = self.kernel(weight)
+        w = as_dtype(w, compute_dtype(w.dtype))  # L and the FFT run in float32 on a half kernel
         if self.external_weight:
             return self.diagonal_of(w)
         # a truncated kernel: L = conj F Q_L as one small complex matrix per axis, applied to the
@@ -250,14 +255,16 @@ class XDConv(CircularLayer):
 
     def diagonal_of(self, w: torch.Tensor) -> torch.Tensor:
         """``conj F w`` of a real length-n kernel ``(C_out, C_in/g, *n)`` in the layout of
-        :meth:`diagonal` (differentiable)."""
+        :meth:`diagonal` (differentiable; a half ``w`` is transformed in float32)."""
         dims = range(2, 2 + self.spatial_dims)
+        w = as_dtype(w, compute_dtype(w.dtype))
         return self._to_mix_layout(rfftn(w, [g.n for g in self.geometry], dims, conj=True)).contiguous()
 
     def spectrum(self, weight: torch.Tensor | None = None) -> torch.Tensor:
         """``L w``: the diagonal applied per frequency, shape ``(C_out, C_in/g, n_1, ..., n_d//2+1)``."""
         return self._from_mix_layout(self.diagonal(weight))
 
+    @full_precision
     def forward(
         self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
