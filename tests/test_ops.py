@@ -102,3 +102,20 @@ def test_smooth_size(n: int) -> None:
         while r % p == 0:
             r //= p
     assert r == 1
+
+
+def test_xd_layer_with_learned_factors_gradient() -> None:
+    """Q_M and Q_K are recomputed in backward while training: gradients stay exact (float64)."""
+    import xdfx
+    from torch import nn
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, padding=1).double()
+    relaxed = xdfx.relax(nn.Sequential(conv), torch.randn(1, 2, 4, 3, dtype=torch.float64), arch="monarch")
+    xd = relaxed.get_submodule("0")
+    with torch.no_grad():
+        for q in list(xd.M) + list(xd.K):
+            q.blocks1.add_(0.1 * torch.randn_like(q.blocks1))
+    x = torch.randn(1, 2, 4, 3, dtype=torch.float64, requires_grad=True)
+    factors = [xd.M[0].blocks1, xd.K[1].blocks1]
+    assert torch.autograd.gradcheck(lambda t, *f: xd(t), (x, *factors), eps=1e-6, atol=1e-6)
