@@ -12,7 +12,6 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..errors import XdfxShapeError
 from .geometry import AxisGeometry
@@ -53,14 +52,6 @@ def full_precision(forward: Callable) -> Callable:
         return as_dtype(y, out)
 
     return wrapped
-
-
-def _recomputed(fn, x: torch.Tensor) -> torch.Tensor:
-    """``fn(x)``; while training, its intermediates are recomputed in backward instead of held
-    (the learned factors would otherwise keep an activation per axis alive per layer)."""
-    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        return checkpoint(fn, x, use_reentrant=False)
-    return fn(x)
 
 
 class CircularLayer(nn.Module):
@@ -169,26 +160,17 @@ class CircularLayer(nn.Module):
         x = self.pad_input(x)
         sizes = x.shape[2:]
         if len(self.M):
-            x = _recomputed(self._apply_m, x)
+            x = self.extend(x)
+            for i, q in enumerate(self.M):
+                x = q(x, 2 + i)
         return x, sizes
-
-    def _apply_m(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.extend(x)
-        for i, q in enumerate(self.M):
-            x = q(x, 2 + i)
-        return x
-
-    def _apply_k(self, y: torch.Tensor) -> torch.Tensor:
-        for i, q in enumerate(self.K):
-            y = q(y, 2 + i)
-        return y
 
     def transform_out(
         self, y: torch.Tensor, sizes: torch.Size, bias: torch.Tensor | None, folded: Sequence[bool] = ()
     ) -> torch.Tensor:
         """Apply ``Q_K`` to the circular result, keep the conv's outputs, scale (pools), add ``bias``."""
-        if len(self.K):
-            y = _recomputed(self._apply_k, y)
+        for i, q in enumerate(self.K):
+            y = q(y, 2 + i)
         return self.crop(y, sizes, bias, folded)
 
     def describe_geometry(self) -> str:
