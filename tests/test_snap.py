@@ -210,3 +210,18 @@ def test_finetune_errors() -> None:
         xdfx.harden(relaxed, snap="sometimes")
     with pytest.raises(xdfx.XdfxInputError, match="energy"):
         xdfx.harden(relaxed, energy=1.5)
+
+
+def test_taps_around_position_zero_become_a_left_padded_conv() -> None:
+    """Taps at circular offsets n-1, 0, 1 read the input at t-2..t: a conv padded (2, 0)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 40)
+    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(3, 3, 3, padding=1)), x, arch="monarch")
+    xd = relaxed.get_submodule("0")
+    with torch.no_grad():
+        xd.set_kernel(torch.roll(xd.kernel(), -1, -1))
+        xd.K[0].blocks1.add_(0.01 * torch.randn_like(xd.K[0].blocks1))
+    hard = xdfx.harden(relaxed, example_inputs=x)
+    (rec,) = hard.xdfx_report.records
+    assert rec.form == "snapped_conv" and rec.detail.startswith("k=(3,) d=(1,) s=(1,) pad=[(2, 0)]"), rec
+    assert rec.error < 0.1  # what K's perturbation changed; the taps themselves were kept whole

@@ -102,6 +102,13 @@ def snap_taps(kernel: torch.Tensor, fraction: float) -> tuple[list[tuple[int, in
     return None
 
 
+def _nearest_offset(start: int, k: int, dil: int, g) -> int:
+    """The offset ``start - j n`` whose taps read the input closest to each output (a circular
+    arc through position 0 becomes negative offsets: a conv padded more on the left)."""
+    centre = start + (k - 1) * dil / 2 - (0 if g.prepad else g.pad[0])
+    return start - g.n * round(centre / g.n)
+
+
 def snapped_conv_candidates(ctx: LayerContext) -> list[Candidate]:
     """The conv on the fewest taps (with a dilation) that keep ``ctx.energy`` of the kernel."""
     view = snap_view(ctx)
@@ -117,8 +124,9 @@ def snapped_conv_candidates(ctx: LayerContext) -> list[Candidate]:
     box, kept = found
     index = [torch.tensor([(a + j * dil) % g.n for j in range(k)], device=kernel.device)
              for (a, k, dil), g in zip(box, xd.geometry)]
+    offsets = [_nearest_offset(a, k, dil, g) for (a, k, dil), g in zip(box, xd.geometry)]
     bias = xd.bias if xd.bias is not None else ctx.bias
-    module, detail = conv_from_taps(xd, kernel, [a for a, _, _ in box], [dil for _, _, dil in box], index, bias)
+    module, detail = conv_from_taps(xd, kernel, offsets, [dil for _, _, dil in box], index, bias)
     cin, cout, g = xd.in_channels, xd.out_channels, xd.groups
     flops = 2.0 * cout * (cin // g) * math.prod(k for _, k, _ in box) * math.prod(out_sizes(xd.geometry, ctx.sizes))
     cand = Candidate("snapped_conv", module, flops, f"{detail}, kept {kept:.2%} of the kernel energy{view.note}")
