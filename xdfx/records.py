@@ -104,8 +104,9 @@ class Report:
         from rich.table import Table
 
         table = Table(title=self.title)
-        columns = [f.name for f in fields(self.records[0]) if f.repr and not (
-            f.metadata.get("hide_empty") and all(getattr(r, f.name) is None for r in self.records))] if self.records else ["name"]
+        shown = [f for f in fields(self.records[0]) if f.repr] if self.records else []
+        columns = [f.name for f in shown if not (  # an optional column nobody filled in
+            f.metadata.get("hide_empty") and all(getattr(r, f.name) is None for r in self.records))] or ["name"]
         for col in columns:
             table.add_column(col.replace("_", " "), overflow="fold")
         for r in self.records:

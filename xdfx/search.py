@@ -301,7 +301,8 @@ def search(
                               "add warm-up epochs (warmup_epochs=...)" if opt.arch is not None else
                               f"lower the learning rate (now {opt.model.param_groups[0]['lr']:g}) or check the loss "
                               "function and the data")
-                    raise XdfxError(f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; {advice}")
+                    raise XdfxError(f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; "
+                                    f"{advice}")
                 loss.backward()
                 if grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -311,7 +312,8 @@ def search(
                 done += 1
             if count == 0:
                 raise XdfxInputError(f"train_loader yielded no batch in epoch {epoch + 1}: pass a loader over a "
-                                     "non-empty dataset (an iterator is used up after one epoch: pass a list or a DataLoader)")
+                                     "non-empty dataset (an iterator is used up after one epoch: pass a list or a "
+                                     "DataLoader)")
             check_finite(model, arch_parameters(model), f"it became so in epoch {epoch + 1}: lower the architecture "
                          "learning rate or add warm-up epochs")
             history["epoch"].append(epoch + 1)
