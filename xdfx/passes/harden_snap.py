@@ -71,7 +71,8 @@ class Snap:
         over the probes, the mirrored half of the spectrum counted."""
         ns = [g.n for g in self.view.layer.geometry]
         dims = tuple(range(2, 2 + len(ns)))
-        power = sum(torch.fft.rfftn(x.double(), s=ns, dim=dims).abs().pow(2).mean(0) for x in self.inputs)
+        spectra = (torch.fft.rfftn(x.detach().cpu().double(), s=ns, dim=dims) for x in self.inputs)
+        power = sum(xf.abs().pow(2).mean(0) for xf in spectra)
         mirror = torch.ones(ns[-1] // 2 + 1, dtype=power.dtype)
         mirror[1:(ns[-1] + 1) // 2] = 2.0
         return power * mirror
@@ -125,18 +126,18 @@ def refit_spectrum(xd: XDConv, spectrum: torch.Tensor, kinds_m: list, kinds_k: l
     """
     ns = [g.n for g in xd.geometry]
     dims = tuple(range(2, 2 + len(ns)))
-    kernel = torch.fft.irfftn(spectrum.detach().to(torch.complex128).conj(), s=ns, dim=dims)
+    kernel = torch.fft.irfftn(spectrum.detach().cpu().to(torch.complex128).conj(), s=ns, dim=dims)
     full = torch.fft.fftn(kernel, dim=dims).conj()
     for i, n in enumerate(ns):
-        r_m = xd.M[i].dense().double() if len(xd.M) else torch.eye(n, dtype=torch.float64)
-        r_k = xd.K[i].dense().double() if len(xd.K) else torch.eye(n, dtype=torch.float64)
+        r_m = xd.M[i].dense().detach().cpu().double() if len(xd.M) else torch.eye(n, dtype=torch.float64)
+        r_k = xd.K[i].dense().detach().cpu().double() if len(xd.K) else torch.eye(n, dtype=torch.float64)
         if len(xd.M) and kinds_m[i][0] == "permutation":
-            r_m = r_m[:, kinds_m[i][1]]  # Q_M P^T, for P x = x[index]
+            r_m = r_m[:, kinds_m[i][1].cpu()]  # Q_M P^T, for P x = x[index]
         if len(xd.K) and kinds_k[i][0] == "permutation":
-            r_k = r_k[torch.argsort(kinds_k[i][1])]  # P^T Q_K
+            r_k = r_k[torch.argsort(kinds_k[i][1].cpu())]  # P^T Q_K
         weights = _in_dft_basis(r_k) * _in_dft_basis(r_m).T
         full = torch.movedim(torch.tensordot(full, weights, dims=([2 + i], [1])), -1, 2 + i)
-    return full[..., : ns[-1] // 2 + 1].to(spectrum.dtype)
+    return full[..., : ns[-1] // 2 + 1].to(spectrum.device, spectrum.dtype)
 
 
 # ---------------------------------------------------------------- k taps with a dilation
@@ -167,7 +168,7 @@ def tap_boxes(kernel: torch.Tensor, dilations: Sequence[Sequence[int]]) -> list[
     """Growing boxes of taps, per axis ``(start, k, dilation)``: for each of :data:`TAP_TARGETS`
     the fewest taps per axis holding that fraction of the axis' marginal energy above the floor,
     then, larger still, of its whole energy (reaching into the floor); up to :data:`MAX_TAPS` per axis."""
-    energy = kernel.detach().double().pow(2).sum((0, 1))
+    energy = kernel.detach().cpu().double().pow(2).sum((0, 1))
     d = energy.dim()
     # sum(()) would sum every axis
     marginals = [energy.sum(tuple(j for j in range(d) if j != i)) if d > 1 else energy for i in range(d)]
@@ -197,7 +198,7 @@ def fit_taps(spectrum: torch.Tensor, power: torch.Tensor, box: list[tuple[int, i
         phase = phase + (2 * math.pi / n) * f.reshape(*shape_f, *[1] * len(ns)) * u.reshape(*[1] * len(ns), *shape_u)
     basis = torch.polar(torch.ones_like(phase), phase).reshape(math.prod(len(f) for f in freqs), -1)  # (F, K)
     cout, cin = spectrum.shape[0] // groups, spectrum.shape[1]
-    target = spectrum.detach().to(torch.complex128).reshape(groups, cout, cin, -1)  # (g, o, i, F)
+    target = spectrum.detach().cpu().to(torch.complex128).reshape(groups, cout, cin, -1)  # (g, o, i, F)
     weight = power.reshape(groups, cin, -1)
     weight = weight + 1e-9 * weight.mean() + 1e-300  # a channel the probes never excite: plain truncation
     gram = torch.einsum("gif,fk,fl->gikl", weight.to(basis.dtype), basis.conj(), basis).real
@@ -271,7 +272,7 @@ def snapped_spectral_candidates(ctx: LayerContext) -> list[Candidate]:
     g = xd.groups
     cin, cout = xd.in_channels // g, xd.out_channels // g
     freq = snap.spectrum.shape[2:]
-    gain = snap.spectrum.detach().abs().double().pow(2).reshape(g, cout, cin, *freq)
+    gain = snap.spectrum.detach().cpu().abs().double().pow(2).reshape(g, cout, cin, *freq)
     energy = (gain * snap.input_power().reshape(g, 1, cin, *freq)).sum((0, 1, 2))  # output energy per mode
     total = float(energy.sum())
     if not total:
