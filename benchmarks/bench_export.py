@@ -91,11 +91,11 @@ def frozen_cases(batch: int, width: int = 32, length: int = 128) -> list[tuple[n
     with torch.no_grad():
         for q in relaxed.get_submodule("0").K:
             q.blocks1.add_(0.05 * torch.randn_like(q.blocks1))
-    hard = xdfx.harden(relaxed)
+    hard = xdfx.harden(relaxed, snap="never")
     (rec,) = hard.xdfx_report.records
     if rec.form != "frozen":
         raise RuntimeError(f"expected a frozen layer, harden chose {rec.form} ({rec.detail})")
-    by_op = xdfx.harden(relaxed)
+    by_op = xdfx.harden(relaxed, snap="never")
     by_op.set_submodule("0", FrozenXD(relaxed.get_submodule("0"), method="fft"))
     return [
         (hard, x, f"FrozenXD n={length} DFT matmuls, {width} ch, (B,{width},{length})"),

@@ -198,7 +198,7 @@ def test_frozen_xd_layer_exports(conv, shape, dft, tmp_path) -> None:
     with torch.no_grad():  # learned general factors: only the frozen form reproduces the layer
         for q in xd.K:
             q.blocks1.add_(0.05 * torch.randn_like(q.blocks1))
-    hard = xdfx.harden(relaxed)
+    hard = xdfx.harden(relaxed, snap="never")  # the default would snap it onto a conv
     assert hard.xdfx_report.records[0].form == "frozen"
     layer = hard.get_submodule("0")
     assert isinstance(layer, FrozenXD) and layer.method == "matmul"

@@ -3,6 +3,7 @@
 from .errors import XdfxError, XdfxInputError, XdfxShapeError, XdfxTraceError, XdfxUnsupportedError
 from . import export
 from .budget import Budget
+from .finetune import finetune
 from .harden import harden
 from .ops import XDConv
 from .params import arch_parameters, model_parameters
@@ -20,6 +21,7 @@ __all__ = [
     "XdfxUnsupportedError",
     "arch_parameters",
     "evaluate",
+    "finetune",
     "load_checkpoint",
     "optimizers",
     "save_checkpoint",

@@ -1,7 +1,7 @@
 """The ``xdfx`` command line: relax, harden, export and report a model given as ``module:callable``.
 
     xdfx relax   examples.models:TCN --shape 2,1,256 [--save relaxed.pt]
-    xdfx harden  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] [--tol 1e-4]
+    xdfx harden  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] [--tol 1e-4] [--snap auto]
     xdfx export  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] --out tcn.onnx
     xdfx report  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] --out report/
     xdfx demo
@@ -76,7 +76,7 @@ def _cmd_harden(args) -> int:
     from .harden import harden
 
     relaxed, x = _relaxed(args)
-    print(harden(relaxed, tol=args.tol, example_inputs=(x,)).xdfx_report)  # ends with the end-to-end error
+    print(harden(relaxed, tol=args.tol, example_inputs=(x,), snap=args.snap).xdfx_report)  # ends with the end-to-end error
     return 0
 
 
@@ -85,7 +85,7 @@ def _cmd_export(args) -> int:
     from .harden import harden
 
     relaxed, x = _relaxed(args)
-    hard = harden(relaxed, tol=args.tol, example_inputs=(x,))
+    hard = harden(relaxed, tol=args.tol, example_inputs=(x,), snap=args.snap)
     result = export.onnx(hard, (x,), args.out)
     print(result)
     return 0
@@ -129,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p = model_command(name, text)
         p.add_argument("--checkpoint", help="a checkpoint of the relaxed model (from xdfx.save_checkpoint / search)")
         p.add_argument("--tol", type=float, default=1e-4, help="relative error accepted per layer")
+        if name in ("harden", "export"):
+            p.add_argument("--snap", default="auto", choices=["auto", "always", "never"],
+                           help="snap layers with no cheap form within tol onto their nearest one (then fine-tune)")
         if name in ("export", "report"):
             p.add_argument("--out", required=True, help="output file (export) or folder (report)")
     p = sub.add_parser("demo", help="the end-to-end demo: relax -> search -> harden -> export on Burgers")

@@ -96,7 +96,7 @@ def run_demo(arch: str = "monarch", seed: int = 0, epochs: int = 25, ntrain: int
     console.print(f"relaxed {len(relaxed.xdfx_report.relaxed())} convolutions into XD layers "
                   f"(warm-start error {warm:.1e})")
     searched = fit(relaxed, "the XD model (search)")
-    hardened = harden(searched, tol=1e-3, example_inputs=(test_x[:20],))
+    hardened = harden(searched, tol=1e-3, example_inputs=(test_x[:20],), snap="never")  # exact forms only (no fine-tune here)
     chosen = Table(title="xdfx.harden: what each XD layer became")
     for col in ("layer", "form", "detail", "error", "runner-up"):
         chosen.add_column(col)

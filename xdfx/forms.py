@@ -6,10 +6,17 @@ relative to a direct convolution on CPU (``benchmarks/bench_relax.py`` measured 
 and the frozen form at a fraction of mkldnn's conv throughput; DFT matmuls are plain GEMMs).
 Every candidate is measured on the layer's probe inputs; the cheapest one within ``tol`` wins,
 ties going to the earlier row. Adding a form is adding a row and its builder.
+
+A row's *role* says how it competes: ``"exact"`` forms must be within ``tol``; ``"fallback"`` forms
+(every mode, or the frozen layer) are exact but no cheaper than the relaxed layer; ``"snapped"``
+forms project the layer onto a cheap form and are accepted beyond ``tol``, to be fine-tuned:
+``snap="auto"`` takes the cheapest of them where a fallback (or nothing) was within ``tol``,
+``snap="always"`` lets them compete on cost with the exact forms, ``snap="never"`` leaves them out.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,7 +24,11 @@ from .passes.harden_context import Candidate, LayerContext
 from .passes.harden_conv import conv_candidates
 from .passes.harden_graph import frozen_graph_candidates, graph_polynomial_candidates
 from .passes.harden_restore import conv_function_candidates, identity_candidates, pool_candidates, zero_candidates
+from .passes.harden_snap import snapped_conv_candidates, snapped_spectral_candidates
 from .passes.harden_spectral import fft_candidates, frozen_candidates, spectral_candidates
+
+#: ``harden(snap=...)`` values.
+SNAP_MODES = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,7 @@ class Form:
     build: Callable[[LayerContext], list[Candidate]]
     efficiency: float
     summary: str
+    role: str = "exact"  # "exact", "fallback" or "snapped" (see the module docstring)
 
 
 FORMS: tuple[Form, ...] = (
@@ -42,8 +54,13 @@ FORMS: tuple[Form, ...] = (
          "sum_j A^j h W_j: message passing with the fixed propagation matrix"),
     Form("spectral", ("xd",), spectral_candidates, 2.0,
          "FNO-style: per-frequency channel mixing on the fewest low modes within tol"),
-    Form("fft", ("xd",), fft_candidates, 4.5, "every mode, through real FFTs"),
-    Form("frozen", ("xd", "graph"), lambda ctx: frozen_candidates(ctx) if ctx.is_grid else frozen_graph_candidates(ctx), 4.5, "the XD layer with its learned transforms frozen and L w precomputed"),
+    Form("fft", ("xd",), fft_candidates, 4.5, "every mode, through real FFTs", "fallback"),
+    Form("frozen", ("xd", "graph"), lambda ctx: frozen_candidates(ctx) if ctx.is_grid else frozen_graph_candidates(ctx), 4.5, "the XD layer with its learned transforms frozen and L w precomputed", "fallback"),
+    Form("snapped_conv", ("xd",), snapped_conv_candidates, 1.0,
+         "K, M snapped to the DFT (or a permutation and the DFT), L w to the fewest taps x dilation keeping "
+         "the energy fraction", "snapped"),
+    Form("snapped_spectral", ("xd",), snapped_spectral_candidates, 2.0,
+         "K, M snapped to the DFT, L w to the fewest low modes keeping the energy fraction of the output", "snapped"),
 )
 FORM_BY_NAME = {f.name: f for f in FORMS}
 
@@ -53,17 +70,38 @@ def cost(candidate: Candidate) -> float:
     return candidate.flops * FORM_BY_NAME[candidate.form].efficiency
 
 
-def candidates(ctx: LayerContext) -> list[Candidate]:
-    """Every candidate of every form that applies to the layer."""
+def candidates(ctx: LayerContext, snapped: bool = False) -> list[Candidate]:
+    """Every candidate of every exact and fallback form that applies to the layer (``snapped``:
+    of every snapped form instead)."""
     kind = "xd" if ctx.is_grid else "graph"
-    return [c for form in FORMS if kind in form.applies_to for c in form.build(ctx)]
+    return [c for form in FORMS if kind in form.applies_to and (form.role == "snapped") == snapped
+            for c in form.build(ctx)]
 
 
-def choose(cands: list[Candidate], tol: float) -> tuple[Candidate, Candidate | None]:
-    """The cheapest candidate within ``tol`` (ties by the table's order), and the runner-up; the
-    most accurate one when none is within ``tol``."""
+def wants_snap(chosen: Candidate, tol: float) -> bool:
+    """Whether ``snap="auto"`` looks for a snapped form: nothing cheaper than a fallback is within ``tol``."""
+    return FORM_BY_NAME[chosen.form].role == "fallback" or chosen.error > tol
+
+
+def choose(cands: list[Candidate], tol: float, snap: str = "never") -> tuple[Candidate, Candidate | None]:
+    """The chosen candidate and the runner-up.
+
+    Among exact and fallback forms: the cheapest within ``tol`` (ties by the table's order), the
+    most accurate one when none is. Snapped candidates (see the module docstring) then replace it
+    where ``snap`` says so and they are cheaper; a replaced choice becomes the runner-up.
+    """
     order = [f.name for f in FORMS]
-    ok = sorted((c for c in cands if c.error <= tol), key=lambda c: (cost(c), order.index(c.form)))
+    key = lambda c: (cost(c), order.index(c.form))  # noqa: E731
+    snapped = [c for c in cands if FORM_BY_NAME[c.form].role == "snapped" and math.isfinite(c.error)]
+    snapped = sorted(snapped, key=lambda c: (cost(c), c.error, order.index(c.form))) if snap != "never" else []
+    exact = [c for c in cands if FORM_BY_NAME[c.form].role != "snapped"]
+    ok = sorted((c for c in exact if c.error <= tol), key=key)
+    if snap == "always" and snapped:
+        ok = sorted(ok + snapped, key=key)
+        return ok[0], (ok[1] if len(ok) > 1 else None)
     if not ok:
-        ok = sorted(cands, key=lambda c: c.error)
-    return ok[0], (ok[1] if len(ok) > 1 else None)
+        ok = sorted(exact, key=lambda c: c.error)
+    best, runner = ok[0], (ok[1] if len(ok) > 1 else None)
+    if snapped and wants_snap(best, tol) and cost(snapped[0]) < cost(best):
+        return snapped[0], best
+    return best, runner

@@ -2,7 +2,8 @@
 
 Per layer the forms of :mod:`xdfx.forms` are built, measured on the activations the layer really
 sees (with ``example_inputs``; random probes otherwise) and the cheapest within ``tol`` is
-installed in a copy of the model.
+installed in a copy of the model. Where only the slow fallbacks are within ``tol``, the layer is
+snapped onto its nearest cheap form instead (``snap``), for :func:`xdfx.finetune` to retrain.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import fx, nn
 
 from .common import as_inputs, attribute, capture_inputs, check_finite, eval_mode, graph_nodes_calling, relative_error, xd_layers
 from .errors import XdfxInputError
-from .forms import candidates, choose
+from .forms import SNAP_MODES, candidates, choose, wants_snap
 from .ops import XDConv
 from .ops.graph import XDGraphConv
 from .passes.harden_context import Candidate, LayerContext, core_views, stored_numbers, xd_flops
@@ -25,8 +26,10 @@ from .records import HardenRecord, HardenReport, Report, attach
 from .relax import drop_dead_attributes
 
 
-def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | Sequence[Any] | None = None) -> fx.GraphModule:
-    """Replace every XD layer by the cheapest standard operator within ``tol`` (relative error).
+def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | Sequence[Any] | None = None, *,
+           snap: str = "auto", energy: float = 0.99) -> fx.GraphModule:
+    """Replace every XD layer by the cheapest standard operator within ``tol`` (relative error),
+    or by its nearest cheap form where only slow ones are within ``tol`` (``snap``).
 
     Parameters
     ----------
@@ -37,6 +40,16 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
     example_inputs : optional
         Calibration inputs of the whole model: each layer is then measured on the activations it
         really sees, and the report gives the end-to-end error too.
+    snap : {"auto", "always", "never"}
+        Discretize, then retrain. ``"auto"``: a layer whose best form within ``tol`` is a fallback
+        (``fft``, ``frozen``) or that has none is projected onto its cheapest *snapped* form (K and
+        M onto the DFT, ``L w`` onto a few taps with a dilation or a few low modes), accepted
+        beyond ``tol``; fine-tune the result with :func:`xdfx.finetune`. ``"always"``: snapped
+        forms compete on cost with the forms within ``tol`` in every layer. ``"never"``: only
+        forms within ``tol`` (the frozen layer as the last resort).
+    energy : float
+        The fraction of a layer's energy a snapped form keeps: of the kernel for taps, of the
+        output on the probe inputs for modes. The report gives what each projection dropped.
 
     Returns
     -------
@@ -44,6 +57,10 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         Standard ops only; ``.xdfx_report`` (a :class:`~xdfx.records.HardenReport`) says per layer
         what was chosen, its error, FLOPs and stored numbers before and after, and the runner-up.
     """
+    if snap not in SNAP_MODES:
+        raise XdfxInputError(f"snap must be one of {SNAP_MODES}, got {snap!r}")
+    if not 0.0 < energy <= 1.0:
+        raise XdfxInputError(f"energy is the fraction of a layer's energy a snapped form keeps, in (0, 1]; got {energy}")
     if not isinstance(model, nn.Module):
         raise XdfxInputError(f"harden expects a relaxed model (nn.Module), got {type(model).__name__}")
     names = list(xd_layers(model))
@@ -61,22 +78,29 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
     for name in names:
         layer = gm.get_submodule(name)
         ctx = _context(gm, name, layer, probes.get(name), tol, origins.get(name))
+        ctx.energy = energy
         cands = candidates(ctx)
         for c in cands:
             c.error = ctx.measure(c)
         best, runner = choose(cands, tol)
+        if snap == "always" or (snap == "auto" and wants_snap(best, tol)):
+            snapped = candidates(ctx, snapped=True)  # built only where they may win
+            for c in snapped:
+                c.error = ctx.measure(c)
+            best, runner = choose(cands + snapped, tol, snap)
         _install(gm, name, best)
         if best.function is None:  # the layer's hooks (relax moved a conv's onto it) go on what replaces it
             put_hooks(gm.get_submodule(name), hooks[name])
         records.append(HardenRecord(
             name, best.name, best.detail, best.error, _flops(layer, ctx), best.flops, stored_numbers(layer), best.stored,
             runner.name if runner else "", runner.error if runner else None, runner.flops if runner else None,
+            energy_lost=best.lost,
         ))
     if isinstance(gm, fx.GraphModule):
         drop_dead_attributes(gm)
         gm.graph.lint()
         gm.recompile()
-    report = HardenReport("xdfx.harden", records, tol=tol, kept_xd=list(xd_layers(gm)))
+    report = HardenReport("xdfx.harden", records, tol=tol, kept_xd=list(xd_layers(gm)), snap=snap)
     if inputs is not None:
         with eval_mode(model), eval_mode(gm), torch.no_grad():
             report.end_to_end_error = relative_error(gm(*inputs), model(*inputs))

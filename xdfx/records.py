@@ -57,6 +57,24 @@ class HardenRecord:
     runner_up: str = ""
     runner_up_error: float | None = None
     runner_up_flops: float | None = None
+    # snapped forms: the fraction of the layer's energy the projection dropped (its error is above)
+    energy_lost: float | None = field(default=None, metadata={"hide_empty": True})
+    # after xdfx.finetune(reference=...): the layer's relative error to the searched layer, same probes
+    finetuned_error: float | None = field(default=None, metadata={"hide_empty": True})
+
+
+@dataclass
+class FinetuneRecord:
+    """What :func:`xdfx.finetune` did to a hardened model, and the model's error before and after."""
+
+    epochs: int
+    steps: int
+    seconds: float
+    metric_name: str = ""
+    metric_before: float | None = None  # on the validation loader
+    metric_after: float | None = None
+    end_to_end_error_before: float | None = None  # relative max error to the searched model
+    end_to_end_error_after: float | None = None
 
 
 @dataclass
@@ -87,7 +105,9 @@ class Report:
         from rich.table import Table
 
         table = Table(title=self.title)
-        columns = [f.name for f in fields(self.records[0]) if f.repr] if self.records else ["name"]
+        shown = [f for f in fields(self.records[0]) if f.repr] if self.records else []
+        columns = [f.name for f in shown if not (  # an optional column nobody filled in
+            f.metadata.get("hide_empty") and all(getattr(r, f.name) is None for r in self.records))] or ["name"]
         for col in columns:
             table.add_column(col.replace("_", " "), overflow="fold")
         for r in self.records:
@@ -124,6 +144,12 @@ class HardenReport(Report):
     end_to_end_error: float | None = None
     tol: float = 0.0
     kept_xd: list[str] = field(default_factory=list)  # layers left as learnable XD layers
+    snap: str = "never"
+    finetune: FinetuneRecord | None = None
+
+    def snapped(self) -> list[HardenRecord]:
+        """The layers projected onto a snapped form (accepted beyond ``tol``)."""
+        return [r for r in self.records if r.form.startswith("snapped_")]
 
     def summary(self) -> str:
         frozen = sum(r.form == "frozen" for r in self.records)
@@ -131,6 +157,18 @@ class HardenReport(Report):
         line = f"{len(self.records)} XD layers hardened; frozen XD forms: {frozen}; learnable XD layers kept: {kept}"
         if self.end_to_end_error is not None:
             line += f"; end-to-end relative error {self.end_to_end_error:.2e}"
+        snapped = self.snapped()
+        if snapped:
+            line += f"\n{len(snapped)} layers snapped onto cheap forms beyond tol"
+            line += "; fine-tune them with xdfx.finetune" if self.finetune is None else ""
+        f = self.finetune
+        if f is not None:
+            line += f"\nfine-tuned {f.steps} steps ({f.epochs} epochs)"
+            if f.metric_before is not None:
+                line += f"; {f.metric_name} {f.metric_before:.4g} -> {f.metric_after:.4g}"
+            if f.end_to_end_error_before is not None:
+                line += (f"; end-to-end relative error to the searched model {f.end_to_end_error_before:.2e} -> "
+                         f"{f.end_to_end_error_after:.2e}")
         return line
 
 

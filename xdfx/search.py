@@ -243,26 +243,32 @@ def search(
     resume: bool = False,
     progress: bool = True,
     grad_clip: float | None = None,
+    max_steps: int | None = None,
 ) -> nn.Module:
     """Train weights and architecture together; returns ``model`` with ``xdfx_history`` attached.
 
     ``schedule``: ``"cosine"`` (per epoch, on the model optimizer; the architecture follows) or
     None. ``checkpoint``: written after every epoch; with ``resume=True`` training continues
-    from it. A non-finite loss or architecture parameter stops training with an ``XdfxError``
-    naming the epoch, the step and what to change.
+    from it. ``max_steps``: stop after this many optimizer steps in all (the epoch in progress
+    then ends early). A non-finite loss or architecture parameter stops training with an
+    ``XdfxError`` naming the epoch, the step and what to change; a loader that yields no batch,
+    with an ``XdfxInputError``.
     """
     if epochs < 1:
         raise XdfxInputError(f"epochs must be >= 1, got {epochs}")
+    if max_steps is not None and max_steps < 1:
+        raise XdfxInputError(f"max_steps must be >= 1, got {max_steps}")
     device = next(model.parameters()).device
     opt = opt or optimizers(model)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt.model, T_max=epochs) if schedule == "cosine" else None
     metric = metric or (lambda p, t: loss_fn(p, t))
     history: dict = {"epoch": [], "train_loss": [], "val_metric": [], "model_lr": [], "arch_lr": [],
-                     "seconds": [], "metric_name": metric_name}
+                     "seconds": [], "steps": [], "metric_name": metric_name}
     start = 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
         state = load_checkpoint(checkpoint, model, opt)
         start, history = state["epoch"], state["history"] or history
+        history.setdefault("steps", [])
         if scheduler is not None:
             for _ in range(start):
                 scheduler.step()
@@ -270,8 +276,11 @@ def search(
     previous_flush = torch.get_flush_denormal() if hasattr(torch, "get_flush_denormal") else False
     if flush:  # late in training, denormal spectra make CPU steps crawl
         torch.set_flush_denormal(True)
+    done = history["steps"][-1] if history["steps"] else 0
     try:
         for epoch in range(start, epochs):
+            if max_steps is not None and done >= max_steps:
+                break
             opt.set_epoch(epoch)
             began = time.perf_counter()
             model.train()
@@ -282,21 +291,29 @@ def search(
 
                 batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
             for step, (x, y) in enumerate(batches):
+                if max_steps is not None and done >= max_steps:
+                    break
                 x, y = _to(x, device), _to(y, device)
                 opt.zero_grad()
                 loss = loss_fn(model(x), y)
                 if not torch.isfinite(loss):
-                    raise XdfxError(
-                        f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; lower the "
-                        f"architecture learning rate (now {opt.current_arch_lr:g}) or the model's, or add "
-                        "warm-up epochs (warmup_epochs=...)"
-                    )
+                    advice = (f"lower the architecture learning rate (now {opt.current_arch_lr:g}) or the model's, or "
+                              "add warm-up epochs (warmup_epochs=...)" if opt.arch is not None else
+                              f"lower the learning rate (now {opt.model.param_groups[0]['lr']:g}) or check the loss "
+                              "function and the data")
+                    raise XdfxError(f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; "
+                                    f"{advice}")
                 loss.backward()
                 if grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 opt.step()
                 total += float(loss.detach()) * len(y)
                 count += len(y)
+                done += 1
+            if count == 0:
+                raise XdfxInputError(f"train_loader yielded no batch in epoch {epoch + 1}: pass a loader over a "
+                                     "non-empty dataset (an iterator is used up after one epoch: pass a list or a "
+                                     "DataLoader)")
             check_finite(model, arch_parameters(model), f"it became so in epoch {epoch + 1}: lower the architecture "
                          "learning rate or add warm-up epochs")
             history["epoch"].append(epoch + 1)
@@ -305,6 +322,7 @@ def search(
             history["model_lr"].append(opt.model.param_groups[0]["lr"])
             history["arch_lr"].append(opt.current_arch_lr)
             history["seconds"].append(time.perf_counter() - began)
+            history["steps"].append(done)
             if progress:
                 from tqdm.auto import tqdm
 

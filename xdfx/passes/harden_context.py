@@ -29,6 +29,7 @@ class Candidate:
     permuted: str = ""  # "M", "K" or "MK": learned permutations peeled off as index gathers
     function: Callable | None = None  # a functional replacement: function(x, weight, bias, **options)
     options: dict = field(default_factory=dict)
+    lost: float | None = None  # snapped forms: the fraction of the layer's energy the projection dropped
 
     @property
     def name(self) -> str:
@@ -68,6 +69,8 @@ class LayerContext:
     origin: Origin | None = None
     views: list[CoreView] = field(default_factory=list)
     spectrum: torch.Tensor | None = None  # L w of an XD layer, (C_out, C_in/g, *freq)
+    energy: float = 0.99  # the fraction of the layer's energy a snapped form keeps
+    cache: dict = field(default_factory=dict)  # what several form builders compute once per layer
 
     def kernel(self) -> torch.Tensor:
         """The length-n real kernel whose conjugate DFT is ``L w``."""

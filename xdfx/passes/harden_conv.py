@@ -49,6 +49,13 @@ def recover_conv(xd: XDConv, kernel: torch.Tensor, threshold: float) -> tuple[nn
         offsets.append(a)
         dilation.append(dil)
         taps_index.append(torch.tensor([(a + j * dil) % g.n for j in range((b - a) // dil + 1)], device=kernel.device))
+    return conv_from_taps(xd, kernel, offsets, dilation, taps_index, xd.bias)
+
+
+def conv_from_taps(xd: XDConv, kernel: torch.Tensor, offsets: list[int], dilation: list[int],
+                   taps_index: list[torch.Tensor], bias: torch.Tensor | None) -> tuple[nn.Module, str]:
+    """The ``nn.Conv*d`` whose taps are ``kernel`` at the circular positions ``taps_index`` (per
+    axis, from ``offsets[i]`` every ``dilation[i]``), padded and strided as ``xd``."""
     taps = kernel
     for i, idx in enumerate(taps_index):
         taps = taps.index_select(2 + i, idx)
@@ -67,12 +74,10 @@ def recover_conv(xd: XDConv, kernel: torch.Tensor, threshold: float) -> tuple[nn
     mode = xd.geometry[0].mode
     if any(g.prepad for g in xd.geometry):
         pre = [g.pad if g.prepad else (0, 0) for g in xd.geometry]
-        core = make_conv(taps, xd.bias, stride=stride, dilation=dilation, groups=xd.groups, pads=pads, mode="zeros")
-
-
+        core = make_conv(taps, bias, stride=stride, dilation=dilation, groups=xd.groups, pads=pads, mode="zeros")
         module = nn.Sequential(Pad(pre, mode), core)
     else:
-        module = make_conv(taps, xd.bias, stride=stride, dilation=dilation, groups=xd.groups, pads=pads,
+        module = make_conv(taps, bias, stride=stride, dilation=dilation, groups=xd.groups, pads=pads,
                            mode="circular" if mode == "circular" else "zeros")
     detail = f"k={tuple(taps.shape[2:])} d={tuple(dilation)} s={tuple(stride)} pad={pads}"
     return module, detail
