@@ -37,14 +37,14 @@ class OperatorNet(nn.Module):
     spectral convolution (the FNO reference).
     """
 
-    def __init__(self, dims: int, width: int, mixers: list[nn.Module], in_channels: int) -> None:
+    def __init__(self, dims: int, width: int, mixers: list[nn.Module], in_channels: int, out_channels: int = 1) -> None:
         super().__init__()
         conv = (nn.Conv1d, nn.Conv2d)[dims - 1]
         self.lift = conv(in_channels, width, 1)
         self.mixers = nn.ModuleList(mixers)
         self.points = nn.ModuleList(conv(width, width, 1) for _ in mixers)
         self.proj1 = conv(width, 128, 1)
-        self.proj2 = conv(128, 1, 1)
+        self.proj2 = conv(128, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.lift(x)
@@ -61,9 +61,11 @@ def FNOShapedCNN(width: int = 64, layers: int = 4, kernel: int = 5, in_channels:
     return OperatorNet(1, width, convs, in_channels)
 
 
-def FNOShapedCNN2d(width: int = 32, layers: int = 4, kernel: int = 5, in_channels: int = 3) -> OperatorNet:
-    """The 2-d backbone: 5x5 zero-padded convs (Darcy has a Dirichlet boundary)."""
-    return OperatorNet(2, width, [nn.Conv2d(width, width, kernel, padding=kernel // 2) for _ in range(layers)], in_channels)
+def FNOShapedCNN2d(width: int = 32, layers: int = 4, kernel: int = 5, in_channels: int = 3, out_channels: int = 1,
+                   padding_mode: str = "zeros") -> OperatorNet:
+    """The 2-d backbone: 5x5 convs, zero-padded by default (Darcy has a Dirichlet boundary), ``"circular"`` on a torus."""
+    convs = [nn.Conv2d(width, width, kernel, padding=kernel // 2, padding_mode=padding_mode) for _ in range(layers)]
+    return OperatorNet(2, width, convs, in_channels, out_channels)
 
 
 class SpectralConv1d(nn.Module):
@@ -109,9 +111,9 @@ def FNO1d(width: int = 64, modes: int = 16, layers: int = 4, in_channels: int = 
     return OperatorNet(1, width, [SpectralConv1d(width, modes) for _ in range(layers)], in_channels)
 
 
-def FNO2d(width: int = 32, modes: int = 12, layers: int = 4, in_channels: int = 3) -> OperatorNet:
+def FNO2d(width: int = 32, modes: int = 12, layers: int = 4, in_channels: int = 3, out_channels: int = 1) -> OperatorNet:
     """The 2-d reference: FNO with 12 modes per axis, width 32, 4 layers."""
-    return OperatorNet(2, width, [SpectralConv2d(width, modes) for _ in range(layers)], in_channels)
+    return OperatorNet(2, width, [SpectralConv2d(width, modes) for _ in range(layers)], in_channels, out_channels)
 
 
 class DigitsCNN(nn.Module):
@@ -147,6 +149,13 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def pointwise(name: str, module) -> bool:
     """1x1 convs are the pointwise path of the backbone: they stay as they are."""
     return module is not None and all(k == 1 for k in module.kernel_size)
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, sample std, min and max of per-seed results."""
+    t = torch.tensor(values, dtype=torch.float64)
+    std = float(t.std()) if len(values) > 1 else 0.0
+    return {"mean": float(t.mean()), "std": std, "min": float(t.min()), "max": float(t.max()), "n": len(values)}
 
 
 def train(model, train_loader, val_loader, loss, metric, name, epochs, lr, arch_lr=None, weight_decay=1e-4,
