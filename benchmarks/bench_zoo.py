@@ -9,7 +9,14 @@ model: relax seconds, numbers stored (state_dict numel, buffers included) before
 relative max error ``max|y - z| / max|y|`` of the relaxed model against the original on the
 example input (batch 1; the ``'out'`` tensor of segmentation models), convs relaxed and kept (the
 report's conv / conv_function rows, with the reasons for keeping), and the process's peak
-resident set so far. The models are then dropped, so memory does not pile up from one to the
+resident set so far. The batch norms' running statistics are first set from one random batch
+(see ``calibrate_batchnorm``: with fresh statistics some random nets output their classifier's
+bias whatever the input, and the check would check nothing); a model whose output still hardly
+depends on its input (``MIN_SENSITIVITY``) is reported as inconclusive. For scale, the table also
+gives the original's own float32 roundoff (its output against the same net in float64), which deep
+random nets amplify, and a model off in float32 is checked again in float64 (relaxed and run
+in float64 against the original in float64), which tells roundoff from a wrong rewrite. The process's address space is capped at 8 GB (``--memory-limit-gb``): a
+model that needs more fails with an allocation error. The models are then dropped, so memory does not pile up from one to the
 next. A model that raises, or is off by more than ``TOL``, is a failure: it is recorded with its
 message and the run goes on. Inputs: 224x224 for classification (299 for inception_v3), 128x128
 for segmentation, 8 frames of 112x112 for video; the table says which.
@@ -38,6 +45,7 @@ not installed.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import platform
@@ -59,6 +67,7 @@ import xdfx  # noqa: E402
 sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
 
 TOL = 1e-4
+MIN_SENSITIVITY = 1e-2  # max|y(x) - y(x')| / max|y(x)| below this: the output ignores the input
 MEMORY_LIMIT_GB = 8.0
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -138,12 +147,47 @@ def build(case: dict) -> nn.Module:
     return timm.create_model(case["name"], pretrained=False, **case["kwargs"])
 
 
+def calibrate_batchnorm(model: nn.Module, shape: tuple[int, ...]) -> None:
+    """Set every batch norm's running statistics to those of one random batch, then eval mode.
+
+    With random weights and fresh statistics (mean 0, variance 1) the activations of a deep net
+    shrink layer after layer, until the logits are the classifier's bias whatever the input
+    (inception_v3, googlenet: a relaxed model then matches "exactly" while checking nothing).
+    Statistics from a batch keep every layer's output at unit scale, as trained weights would."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one batch sets the statistics
+    if norms:
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(2, *shape[1:]))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+
+
 def numel(model: nn.Module) -> int:
     return sum(t.numel() for t in model.state_dict().values())
 
 
 def main_output(y):
     return y["out"] if isinstance(y, dict) else y
+
+
+def release_free_memory() -> None:
+    """Hand freed heap back to the system (glibc keeps it otherwise, and it counts against the cap)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def rss_gb() -> float:
+    """The process's resident set now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**30
 
 
 def peak_rss_gb() -> float:
@@ -154,10 +198,11 @@ def run_case(case: dict) -> dict:
     row = {k: case[k] for k in ("label", "source", "name", "task")}
     row["input"] = list(case["shape"])
     start = time.perf_counter()
-    model = relaxed = y = z = None
+    model = relaxed = y = z = y_other = y64 = None
     try:
         torch.manual_seed(0)
-        model = build(case).eval()
+        model = build(case)
+        calibrate_batchnorm(model, case["shape"])
         x = torch.randn(*case["shape"])
         row["convs_in_model"] = sum(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         t0 = time.perf_counter()
@@ -183,16 +228,43 @@ def run_case(case: dict) -> dict:
             t0 = time.perf_counter()
             z = main_output(relaxed(x))
             row["forward_relaxed_s"] = time.perf_counter() - t0
+            y_other = main_output(model(torch.randn(*case["shape"])))
+            y64 = main_output(model.double()(x.double()))  # the original's own float32 roundoff, for scale
         row["output_shape"] = list(y.shape)
         row["error"] = ((y - z).abs().max() / y.abs().max()).item()
+        row["float32_noise"] = ((y.double() - y64).abs().max() / y64.abs().max()).item()
+        row["sensitivity"] = ((y - y_other).abs().max() / y.abs().max()).item()
         row["exact"] = bool(row["error"] <= TOL)  # False for NaN too
-        row["status"] = "ok" if row["exact"] else f"inexact: relative error {row['error']:.2e} > {TOL:.0e}"
+        if not row["exact"]:
+            del relaxed
+            relaxed = None
+            gc.collect()
+            # the same check in float64 (the model is in float64 by now): a rewrite that is exact
+            # there is off in float32 by roundoff alone
+            row["status"] = f"inexact: relative error {row['error']:.2e} > {TOL:.0e}"
+            try:
+                relaxed = xdfx.relax(model, x.double())
+                with torch.no_grad():
+                    z = main_output(relaxed(x.double()))
+                row["float64_error"] = ((y64 - z).abs().max() / y64.abs().max()).item()
+                row["status"] += f" (in float64: {row['float64_error']:.1e})"
+            except Exception as err:  # noqa: BLE001
+                row["status"] += f" (the float64 check failed: {type(err).__name__}: {str(err)[:200]})"
+        elif not row["sensitivity"] >= MIN_SENSITIVITY:
+            row["status"] = f"inconclusive: the output hardly depends on the input (sensitivity {row['sensitivity']:.1e})"
+        else:
+            row["status"] = "ok"
     except Exception as err:  # noqa: BLE001 - every failure is recorded and the zoo goes on
         row["status"] = f"error: {type(err).__name__}: {err}"
         row["traceback"] = traceback.format_exc()[-4000:]
+        inside = [f for f in traceback.extract_tb(err.__traceback__) if "/xdfx/" in f.filename]
+        if inside:
+            row["where"] = f"{Path(inside[-1].filename).name}:{inside[-1].lineno} ({inside[-1].name})"
     finally:
-        del model, relaxed, y, z
+        del model, relaxed, y, z, y_other, y64
         gc.collect()
+        release_free_memory()
+    row["rss_after_gb"] = rss_gb()
     row["total_s"] = time.perf_counter() - start
     row["peak_rss_gb"] = peak_rss_gb()
     return row
@@ -202,19 +274,23 @@ def fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+def millions(n) -> str:
+    return "" if n is None else f"{n / 1e6:.2f}M"
+
+
 def table(rows: list[dict]) -> str:
     lines = [
-        "| model | task | input | relax s | numbers orig | numbers relaxed | ratio | rel. error | convs relaxed / kept | peak RSS GB | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | task | input | relax s | numbers orig | numbers relaxed | ratio | rel. error | fp32 noise | sensitivity | convs relaxed / kept | peak RSS GB | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ok = r["status"] == "ok"
         lines.append(
             f"| {r['label']} | {r['task']} | {'x'.join(map(str, r['input'][1:]))} | {fmt(r.get('relax_s'), '.1f')} "
-            f"| {fmt(r.get('numbers_original', 0) / 1e6, '.2f')}M | {fmt(r.get('numbers_relaxed', 0) / 1e6, '.2f')}M "
-            f"| {fmt(r.get('numbers_ratio'), '.2f')} | {fmt(r.get('error'), '.1e')} "
+            f"| {millions(r.get('numbers_original'))} | {millions(r.get('numbers_relaxed'))} "
+            f"| {fmt(r.get('numbers_ratio'), '.2f')} | {fmt(r.get('error'), '.1e')} | {fmt(r.get('float32_noise'), '.1e')} | {fmt(r.get('sensitivity'), '.2g')} "
             f"| {r.get('convs_relaxed', '')} / {r.get('convs_kept', '')} | {r['peak_rss_gb']:.2f} "
-            f"| {'ok' if ok else '**FAIL**'} |"
+            f"| {'ok' if ok else '**inconclusive**' if r['status'].startswith('inconclusive') else '**FAIL**'} |"
         )
     return "\n".join(lines)
 
@@ -231,10 +307,12 @@ def render(meta: dict, rows: list[dict]) -> str:
         f"{meta['threads']} threads; one process, models one after another, random weights, default budget.",
         f"Exact within {TOL:.0e} relative: {len(ok)} of {len(rows)} models "
         f"({by_source['torchvision']} torchvision, {by_source['timm']} timm). "
-        f"Peak resident set {peak:.2f} GB (limit {MEMORY_LIMIT_GB:.0f} GB). Total {meta.get('total_s', 0) / 60:.1f} min.",
+        f"Peak resident set {peak:.2f} GB (address space capped at {meta['memory_limit_gb']:g} GB). Total {meta.get('total_s', 0) / 60:.1f} min.",
         "",
         "Numbers: every number the state_dict stores, buffers included. Rel. error: max|y - z| / max|y| of the "
-        "relaxed model against the original on the example input (batch 1). Convs: the report's conv and "
+        "relaxed model against the original on the example input (batch 1). fp32 noise: the same measure "
+        "of the original in float32 against itself in float64, the roundoff the net amplifies anyway. Sensitivity: max|y(x) - y(x')| / "
+        "max|y(x)| for a second random input x' (how much the check can see). Convs: the report's conv and "
         "conv_function rows, relaxed or kept. Peak RSS: the process's peak so far (ru_maxrss).",
         "",
         table(rows),
@@ -242,25 +320,39 @@ def render(meta: dict, rows: list[dict]) -> str:
         "## Convs kept, and why",
         "",
     ]
+    reasons: dict[str, list[str]] = {}
     for r in rows:
-        if r.get("kept_reasons"):
-            reasons = "; ".join(f"{n}x {why}" for why, n in sorted(r["kept_reasons"].items(), key=lambda kv: -kv[1]))
-            out.append(f"- {r['label']}: {reasons}")
+        for why, n in r.get("kept_reasons", {}).items():
+            reasons.setdefault(why, []).append(f"{r['label']} ({n})")
+    for why, where in reasons.items():
+        out.append(f"- {why}: {', '.join(where)}")
     out += ["", "## Failures", ""]
     if not bad:
         out.append("None.")
     for r in bad:
         line = f"- {r['label']}: {r['status']}"
+        if "where" in r:
+            line += f" [raised in xdfx at {r['where']}]"
         if "worst_layer" in r:
             line += f" (worst layer probe: {r['worst_layer']} at {r['worst_layer_probe_error']:.1e})"
         out.append(line)
     return "\n".join(out) + "\n"
 
 
+def limit_memory(gb: float) -> None:
+    """Cap the process's address space (so its resident set too) at ``gb``: a model that needs
+    more fails with an allocation error, recorded like any other, instead of taking the machine."""
+    if gb > 0:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (int(gb * 2**30), hard))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="scratch_bench_zoo", help="results/<out>.{md,json}")
     parser.add_argument("--only", default="", help="comma-separated names or labels (tv:resnet18, timm:dla34)")
+    parser.add_argument("--memory-limit-gb", type=float, default=MEMORY_LIMIT_GB,
+                        help="address-space cap of the process (0: none)")
     args = parser.parse_args()
 
     import timm
@@ -280,8 +372,10 @@ def main() -> None:
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
         "tolerance": TOL,
-        "memory_limit_gb": MEMORY_LIMIT_GB,
     }
+    meta["memory_limit_gb"] = args.memory_limit_gb
+    meta["xdfx"] = str(Path(xdfx.__file__).parent)
+    limit_memory(args.memory_limit_gb)
     RESULTS.mkdir(parents=True, exist_ok=True)
     md_path, json_path = RESULTS / f"{args.out}.md", RESULTS / f"{args.out}.json"
     rows: list[dict] = []
@@ -292,7 +386,7 @@ def main() -> None:
         rows.append(row)
         print(f"    {row['status']}  relax {fmt(row.get('relax_s'), '.1f')} s, error {fmt(row.get('error'), '.1e')}, "
               f"numbers x{fmt(row.get('numbers_ratio'), '.2f')}, convs {row.get('convs_relaxed')}/{row.get('convs_kept')}, "
-              f"peak {row['peak_rss_gb']:.2f} GB, {row['total_s']:.0f} s", flush=True)
+              f"peak {row['peak_rss_gb']:.2f} GB, now {row['rss_after_gb']:.2f} GB, {row['total_s']:.0f} s", flush=True)
         meta["total_s"] = time.perf_counter() - start
         json_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         md_path.write_text(render(meta, rows))
