@@ -82,3 +82,25 @@ def test_an_explicit_max_kernel_size_wins_over_the_budget() -> None:
     relaxed = xdfx.relax(model, x, max_kernel_size=9, budget=xdfx.Budget(floor=0))
     assert {g.kernel_buffer for m in relaxed.modules() if isinstance(m, xdfx.XDConv) for g in m.geometry} == {9}
     assert _exact(model, relaxed, x)
+
+
+def test_functional_convs_follow_the_plan() -> None:
+    """F.conv2d calls are capped or kept by the same plan as conv modules."""
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(32, 32, 3, 3))
+            self.p = nn.Parameter(torch.randn(32, 32, 1, 1))
+
+        def forward(self, x):
+            return nn.functional.conv2d(nn.functional.conv2d(x, self.w, padding=1), self.p)
+
+    torch.manual_seed(0)
+    model, x = Functional().eval(), torch.randn(1, 32, 64, 64)
+    relaxed = xdfx.relax(model, x, budget=xdfx.Budget(floor=0))
+    statuses = [(r.status, r.detail) for r in relaxed.xdfx_report]
+    assert statuses[0][0] == "relaxed" and "capped at" in statuses[0][1]
+    assert statuses[1][0] == "skipped" and "pointwise" in statuses[1][1]
+    assert all(g.kernel_buffer < g.n for m in relaxed.modules() if isinstance(m, xdfx.XDConv) for g in m.geometry)
+    assert _exact(model, relaxed, x)

@@ -97,10 +97,10 @@ def relax_conv_functions(ctx: RelaxContext, kind) -> None:
             ctx.record(LayerRecord(node.name, op, "skipped", x_shape, detail=f"{', '.join(dynamic)} computed at run time",
                                    kind=kind.name))
             continue
-        kernel = tuple(meta.shape[2:])
-        dilation = _ntuple(a["dilation"], d)
-        pads = conv_pads(a["padding"], kernel, dilation)
-        geometry = XDConv.plan_geometry(x_shape[2:], kernel, _ntuple(a["stride"], d), dilation, pads, "zeros", ctx.config.max_kernel_size)
+        if ctx.cap(node.name) == KEEP:
+            ctx.record(LayerRecord(node.name, op, "skipped", x_shape, detail=ctx.cap_reason(node.name), kind=kind.name))
+            continue
+        geometry = function_geometry(a, x_shape, ctx.cap(node.name))
         xd = XDConv(
             meta.shape[1] * a["groups"], meta.shape[0], geometry, groups=a["groups"], arch=ctx.config.arch,
             external_weight=True, dtype=meta.dtype, device=ctx.device,
