@@ -3,6 +3,7 @@ every relaxed layer stays exact (float32, <= 1e-4 * max|y|)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -104,3 +105,45 @@ def test_functional_convs_follow_the_plan() -> None:
     assert statuses[1][0] == "skipped" and "pointwise" in statuses[1][1]
     assert all(g.kernel_buffer < g.n for m in relaxed.modules() if isinstance(m, xdfx.XDConv) for g in m.geometry)
     assert _exact(model, relaxed, x)
+
+
+def test_recompute_is_on_where_the_budget_binds_and_gives_the_same_gradients() -> None:
+    torch.manual_seed(0)
+    model, x = Wide().train(), torch.randn(3, 3, 64, 64)
+    bound = xdfx.relax(model, x[:1], budget=xdfx.Budget(ratio=4.0, floor=0))
+    small = xdfx.relax(model, x[:1])
+    assert all(m.recompute for m in bound.modules() if isinstance(m, xdfx.XDConv))
+    assert not any(m.recompute for m in small.modules() if isinstance(m, xdfx.XDConv))
+    assert "recompute" in bound.xdfx_report.summary() and "recompute" not in small.xdfx_report.summary()
+
+    def grads(recompute: bool, chunk_bytes: int) -> dict:
+        import xdfx.ops.xd as xd_module
+        old, xd_module.RECOMPUTE_CHUNK_BYTES = xd_module.RECOMPUTE_CHUNK_BYTES, chunk_bytes
+        try:
+            for m in bound.modules():
+                if isinstance(m, xdfx.XDConv):
+                    m.recompute = recompute
+            bound.zero_grad()
+            bound(x).square().mean().backward()
+        finally:
+            xd_module.RECOMPUTE_CHUNK_BYTES = old
+        return {n: p.grad.clone() for n, p in bound.named_parameters() if p.grad is not None}
+
+    stored = grads(False, 32 << 20)
+    for chunk in (32 << 20, 1):  # one chunk, and one sample per chunk
+        again = grads(True, chunk)
+        assert stored.keys() == again.keys() and stored
+        for name, g in stored.items():  # float32 round-off of the batch split
+            assert torch.allclose(again[name], g, rtol=1e-5, atol=1e-7 * float(g.abs().max())), name
+
+
+def test_recompute_can_be_forced_either_way() -> None:
+    torch.manual_seed(0)
+    model, x = Wide().eval(), torch.randn(1, 3, 64, 64)
+    forced = xdfx.relax(model, x, budget=xdfx.Budget(recompute=True))
+    assert all(m.recompute for m in forced.modules() if isinstance(m, xdfx.XDConv))
+    off = xdfx.relax(model, x, budget=xdfx.Budget(ratio=4.0, floor=0, recompute=False))
+    assert not any(m.recompute for m in off.modules() if isinstance(m, xdfx.XDConv))
+    assert _exact(model, forced, x)
+    with pytest.raises(xdfx.XdfxInputError, match="recompute"):
+        xdfx.Budget(recompute="sometimes")

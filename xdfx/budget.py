@@ -16,6 +16,7 @@ from typing import Sequence
 
 from torch import nn
 
+from .errors import XdfxInputError
 from .ops.geometry import AxisGeometry
 from .ops.monarch import DENSE_UP_TO, balanced_factors
 from .ops.xd import XDConv
@@ -34,6 +35,9 @@ class Budget:
     ``pointwise``: ``"auto"`` keeps 1x1 convs when the budget binds, ``"relax"`` always relaxes
     them, ``"keep"`` never does. ``overrides``: ``(selector, value)`` pairs, value an int cap,
     ``None`` for full growth or ``"keep"``; the first matching selector wins.
+    ``recompute``: whether XD layers recompute their forward in backward instead of storing its
+    intermediates (less training memory, about one more forward of time); ``"auto"`` turns it on
+    where the budget binds (large inputs), ``True``/``False`` everywhere/nowhere.
     """
 
     ratio: float = 4.0
@@ -41,6 +45,13 @@ class Budget:
     caps: tuple[int, ...] = (64, 32, 16, 11, 9, 7, 5, 3)
     pointwise: str = "auto"
     overrides: tuple[tuple[Selector, int | str | None], ...] = ()
+    recompute: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.recompute not in (True, False, "auto"):
+            raise XdfxInputError(f"Budget(recompute={self.recompute!r}): use True, False or 'auto'")
+        if self.pointwise not in ("auto", "relax", "keep"):
+            raise XdfxInputError(f"Budget(pointwise={self.pointwise!r}): use 'auto', 'relax' or 'keep'")
 
     def limit(self, original: int) -> int:
         return int(max(self.ratio * original, self.floor))
@@ -103,6 +114,7 @@ class Plan:
     total: int = 0
     original: int = 0
     limit: int = 0
+    recompute: bool = False
 
     def cap(self, name: str, default: int | None) -> int | str | None:
         return self.caps.get(name, default)
@@ -110,7 +122,8 @@ class Plan:
     def summary(self) -> str:
         ratio = self.total / max(self.original, 1)
         return (f"budget: the relaxed model stores {self.total:,} numbers ({ratio:.2f}x the original's "
-                f"{self.original:,}); limit {self.limit:,}")
+                f"{self.original:,}); limit {self.limit:,}"
+                + ("; XD layers recompute their forward in backward (Budget.recompute)" if self.recompute else ""))
 
 
 def site_geometry(in_sizes: Sequence[int], kernel, stride, dilation, pads, mode) -> list[AxisGeometry]:
@@ -134,7 +147,9 @@ def plan(sites: list[ConvSite], other_numbers: int, budget: Budget | None) -> Pl
 
     caps = {s.name: fixed.get(s.name, FULL) for s in sites}
     result.limit = budget.limit(original) if budget else 0
-    if budget is None or total(caps) <= result.limit:
+    binds = budget is not None and total(caps) > result.limit
+    result.recompute = budget is not None and (budget.recompute is True or (budget.recompute == "auto" and binds))
+    if not binds:
         for s in sites:
             result.reasons.setdefault(s.name, "full growth" if caps[s.name] is None else "override")
         result.caps, result.total = caps, total(caps)

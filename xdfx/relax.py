@@ -20,6 +20,7 @@ from .passes.shape_info import propagate_shapes
 from .budget import Budget, plan as plan_budget
 from .passes.relax_conv import conv_sites
 from .records import RelaxReport, attach
+from .ops.xd import XDConv
 from .trace import TraceOptions, trace
 
 
@@ -97,6 +98,10 @@ def relax(
                 kind.relax(ctx, kind)
         relax_inside_leaves(ctx, OP_KINDS)
         record_kept(ctx, OP_KINDS)
+        if ctx.plan is not None and ctx.plan.recompute:
+            for layer in xd_layers(gm).values():
+                if isinstance(layer, XDConv):
+                    layer.recompute = True
         stash.move_to_xd_layers(ctx)
         note_variants(ctx, convs, stash)
     account_for_convs(ctx, convs)

@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import XdfxShapeError
 from .fft import irfftn_batch_major, rfftn, spectral_mix
@@ -31,6 +32,8 @@ from .circular import CircularLayer, as_dtype, compute_dtype, full_precision
 from .monarch import LinearMap, Monarch, along
 
 ARCHS = ("monarch", "fixed")
+#: with ``recompute``, the most bytes of complex spectrum one checkpointed chunk of the batch spans
+RECOMPUTE_CHUNK_BYTES = 32 << 20
 
 
 def _ntuple(v, d: int) -> tuple:
@@ -67,6 +70,9 @@ class XDConv(CircularLayer):
         The conv taps come in as ``forward(x, weight, bias)`` (a functional ``F.conv*d`` call);
         the layer then owns a zero-initialised ``growth`` kernel added to them.
     """
+
+    #: training recomputes the forward in backward instead of storing its intermediates (set by the budget)
+    recompute: bool = False
 
     def __init__(
         self,
@@ -268,6 +274,20 @@ class XDConv(CircularLayer):
     def forward(
         self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if not (self.recompute and torch.is_grad_enabled()):
+            return self._forward(x, weight, bias)
+        # keep only x for backward; the spectra and factor products are rebuilt there, a few samples
+        # at a time where one sample's spectrum is large (a stem conv at 224x224), so that the
+        # rebuilt intermediates of one layer never hold the whole batch
+        chunk = max(1, RECOMPUTE_CHUNK_BYTES // self._spectrum_bytes_per_sample())
+        parts = [checkpoint(self._forward, xc, weight, bias, use_reentrant=False) for xc in x.split(chunk)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _spectrum_bytes_per_sample(self) -> int:
+        freq = math.prod(g.n for g in self.geometry[:-1]) * (self.geometry[-1].n // 2 + 1)
+        return max(self.in_channels, self.out_channels) * freq * 8
+
+    def _forward(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
         return self.apply_diagonal(x, self.diagonal(weight), self.bias if bias is None else bias)
 
     def apply_diagonal(self, x: torch.Tensor, diag: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -288,5 +308,5 @@ class XDConv(CircularLayer):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, groups={self.groups}, arch={self.arch}, "
-            f"mode={self.geometry[0].mode}, [{self.describe_geometry()}]"
+            f"mode={self.geometry[0].mode}, [{self.describe_geometry()}]" + (", recompute" if self.recompute else "")
         )
