@@ -147,3 +147,23 @@ def test_recompute_can_be_forced_either_way() -> None:
     assert _exact(model, forced, x)
     with pytest.raises(xdfx.XdfxInputError, match="recompute"):
         xdfx.Budget(recompute="sometimes")
+
+
+def test_a_capped_dilated_conv_keeps_its_taps_not_its_span() -> None:
+    # an ASPP branch: dilation 12 on an 8x8 map; its span (25) exceeds every cap
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(64, 64, 3, padding=12, dilation=12), nn.ReLU(), nn.Conv2d(64, 8, 3, padding=1)).eval()
+    x = torch.randn(2, 64, 8, 8)
+    relaxed = xdfx.relax(model, x[:1], budget=xdfx.Budget(ratio=4.0, floor=0))
+    aspp = relaxed.get_submodule("0")
+    assert all(g.buffer_step == 12 and g.kernel_buffer < g.span for g in aspp.geometry)
+    assert "@12" in next(r.detail for r in relaxed.xdfx_report if r.name == "0")
+    assert _numbers(relaxed) <= xdfx.Budget(ratio=4.0, floor=0).limit(_numbers(model))
+    assert _exact(model, relaxed, x)
+    # its growth lies on the dilated grid: a tap moved in the buffer moves by 12 on the axis
+    with torch.no_grad():
+        w = torch.zeros_like(aspp.weight)
+        w[0, 0, 1, 0] = 1.0
+        aspp.set_kernel(w)
+        spatial = torch.fft.irfftn(aspp.spectrum()[0, 0].conj(), s=[g.n for g in aspp.geometry])
+    assert spatial.abs().argmax() // spatial.shape[1] == 12

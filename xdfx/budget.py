@@ -86,7 +86,7 @@ class ConvSite:
         if cap == KEEP:
             return self.original
         pairs = self.out_channels * self.in_channels // self.groups
-        buffers = [g.n if cap is None else min(g.n, max(g.span, int(cap))) for g in self.geometry]
+        buffers = [AxisGeometry.buffer(g.n, g.kernel, g.dilation, cap)[0] for g in self.geometry]
         full = all(b == g.n for b, g in zip(buffers, self.geometry))
         if full and not self.external_weight:
             freq = math.prod(g.n for g in self.geometry[:-1]) * (self.geometry[-1].n // 2 + 1)

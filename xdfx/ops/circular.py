@@ -175,5 +175,6 @@ class CircularLayer(nn.Module):
 
     def describe_geometry(self) -> str:
         return ", ".join(
-            f"n={g.n} k={g.kernel} s={g.stride} d={g.dilation} pad={g.pad} w={g.kernel_buffer}" for g in self.geometry
+            f"n={g.n} k={g.kernel} s={g.stride} d={g.dilation} pad={g.pad} w={g.kernel_buffer}"
+            + (f"@{g.buffer_step}" if g.buffer_step > 1 else "") for g in self.geometry
         )

@@ -74,6 +74,7 @@ class AxisGeometry:
     mode: str
     n: int
     kernel_buffer: int
+    buffer_step: int = 1  # the buffer's taps sit this far apart (the dilation, when the span exceeds the cap)
 
     @property
     def span(self) -> int:
@@ -115,8 +116,32 @@ class AxisGeometry:
             n = smooth_multiple(max(in_size + max(pl, pr), span), stride)
         else:
             n = smooth_multiple(in_size + pl + pr, stride)
-        n_w = n if max_kernel_size is None else min(n, max(span, int(max_kernel_size)))
-        return cls(in_size, kernel, stride, dilation, (pl, pr), mode, n, n_w)
+        n_w, step = cls.buffer(n, kernel, dilation, max_kernel_size)
+        return cls(in_size, kernel, stride, dilation, (pl, pr), mode, n, n_w, step)
+
+    @staticmethod
+    def buffer(n: int, kernel: int, dilation: int, cap: int | None) -> tuple[int, int]:
+        """``(taps, step)`` of the kernel buffer under a cap of ``cap`` taps (None: all ``n``): the
+        contiguous window of ``max(span, cap)`` where the dilated kernel fits the cap, else ``cap``
+        taps at the conv's dilation, so that a dilated conv is capped by its taps, not its span."""
+        span = (kernel - 1) * dilation + 1
+        if cap is None:
+            return n, 1
+        cap = int(cap)
+        if span <= cap or dilation == 1:
+            return min(n, max(span, cap)), 1
+        return min(max(kernel, cap), (n - 1) // dilation + 1), dilation
+
+    def buffer_index(self) -> slice:
+        """Where the conv's taps sit in the kernel buffer."""
+        step = self.dilation // self.buffer_step
+        return slice(0, (self.kernel - 1) * step + 1, step)
+
+    def buffer_embedding(self, **kw) -> torch.Tensor:
+        """The ``n x kernel_buffer`` zero-extension that places the buffer's taps on the length-n axis."""
+        e = torch.zeros(self.n, self.kernel_buffer, **kw)
+        e[torch.arange(self.kernel_buffer) * self.buffer_step, torch.arange(self.kernel_buffer)] = 1
+        return e
 
     def conv_input_size(self, size: int) -> int:
         """The conv's own input length, for a length ``size`` as the transform sees it (after

@@ -115,7 +115,8 @@ class XDConv(CircularLayer):
         self.K = monarchs() if learn else nn.ModuleList()
         # With a full-length kernel, a learnable L adds no expressivity (every diagonal is
         # already F w for some w), so L is learnable only where the kernel buffer is truncated.
-        self.L = nn.ModuleList(LinearMap.embedding(g.kernel_buffer, g.n, **kw) for g in self.geometry) if learn and truncated else nn.ModuleList()
+        self.L = (nn.ModuleList(LinearMap(g.buffer_embedding(**kw)) for g in self.geometry) if learn and truncated
+                  else nn.ModuleList())
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -172,7 +173,7 @@ class XDConv(CircularLayer):
     def embed(self, taps: torch.Tensor) -> torch.Tensor:
         """Place conv taps ``(C_out, C_in/g, *k)`` at their dilated positions in a kernel buffer."""
         buf = taps.new_zeros((*taps.shape[:2], *(g.kernel_buffer for g in self.geometry)))
-        index = (Ellipsis, *(slice(0, g.span, g.dilation) for g in self.geometry))
+        index = (Ellipsis, *(g.buffer_index() for g in self.geometry))
         buf[index] = taps
         return buf
 
@@ -255,7 +256,7 @@ class XDConv(CircularLayer):
             kw = {"device": w.device, "dtype": real}
             angle = (2 * math.pi / g.n) * torch.outer(torch.arange(self.frequency_shape[i], **kw), torch.arange(g.n, **kw))
             dft = torch.polar(torch.ones_like(angle), angle)  # conj F, (rows, n)
-            q = self.L[i].matrix if len(self.L) else torch.eye(g.n, g.kernel_buffer, **kw)
+            q = self.L[i].matrix if len(self.L) else g.buffer_embedding(**kw)
             w = along(dft @ q.to(dft.dtype), w.to(dft.dtype), 2 + i)
         return self._to_mix_layout(w).contiguous()
 

@@ -222,5 +222,5 @@ def _buffer_geometry(xd: XDConv, sizes: Sequence[int], outputs_full: bool) -> li
             left = 0 if g.prepad else g.pad[0]
             t = g.out_size(size)
             stride, pad = g.stride, (left, (t - 1) * g.stride + g.span - g.n - left)
-        geo.append(AxisGeometry(g.n, g.kernel, stride, g.dilation, pad, "circular", g.n, g.kernel_buffer))
+        geo.append(AxisGeometry(g.n, g.kernel, stride, g.dilation, pad, "circular", g.n, g.kernel_buffer, g.buffer_step))
     return geo

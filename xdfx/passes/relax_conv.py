@@ -116,7 +116,7 @@ def relax_conv_functions(ctx: RelaxContext, kind) -> None:
 
 def describe(xd: XDConv, why: str = "") -> str:
     ns = "x".join(str(g.n) for g in xd.geometry)
-    ws = "x".join(str(g.kernel_buffer) for g in xd.geometry)
+    ws = "x".join(f"{g.kernel_buffer}" + (f"@{g.buffer_step}" if g.buffer_step > 1 else "") for g in xd.geometry)
     return f"n={ns} w={ws} {xd.arch} {xd.geometry[0].mode}" + (f"; {why}" if why else "")
 
 
