@@ -155,3 +155,38 @@ def test_strides_are_taken_in_frequency(conv: nn.Module, size: tuple, folds: tup
     assert float((relaxed(x) - y).abs().max()) <= 1e-10 * float(y.abs().max())
     monarch = xdfx.relax(nn.Sequential(conv), x, arch="monarch").get_submodule("0")
     assert not any(monarch.folded_axes(padded, learned_k=len(monarch.K) > 0))  # a learned K needs the full-length result
+
+
+@st.composite
+def wide_dilation_configs(draw):
+    """Dilations and paddings as large as an ASPP branch's, on maps smaller than the span."""
+    k, d = draw(st.integers(1, 4)), draw(st.integers(1, 40))
+    pad = draw(st.integers(0, 40))
+    span = (k - 1) * d + 1
+    size = draw(st.integers(max(1, span - 2 * pad), max(1, span - 2 * pad) + 9))
+    return k, d, pad, size, draw(st.integers(1, 3)), draw(st.integers(0, 2**16))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(wide_dilation_configs())
+def test_taps_that_read_only_padding_are_dropped_exactly(cfg) -> None:
+    k, d, pad, size, stride, seed = cfg
+    torch.manual_seed(seed)
+    conv = nn.Conv1d(3, 2, k, padding=pad, dilation=d, stride=stride).double()
+    x = torch.randn(2, 3, size, dtype=torch.float64)
+    relaxed = xdfx.relax(nn.Sequential(conv), (x,))
+    y = conv(x)
+    xd = relaxed.get_submodule("0")
+    outputs = (size + 2 * pad - (k - 1) * d - 1) // stride + 1
+    live = [j for j in range(k) if any(0 <= o * stride + j * d - pad < size for o in range(outputs))]
+    # exactly the taps from the first to the last one that reads the input are kept, unless the
+    # taps before the first one are fewer than the padding they read (dropping them would crop the input)
+    if live and pad >= live[0] * d and pad >= (k - 1 - live[-1]) * d:
+        assert xd.geometry[0].kernel == live[-1] - live[0] + 1
+    else:
+        assert xd.geometry[0].kernel == k
+    assert float((relaxed(x) - y).abs().max()) <= 1e-10 * max(float(y.abs().max()), 1e-30)
+    hardened = xdfx.harden(relaxed, tol=1e-8, example_inputs=(x,))
+    # a plain conv, or zero when no tap reads the input (the bias stays); exact below
+    assert hardened.xdfx_report.records[0].form in ("conv", "snapped_conv", "zero")
+    assert float((hardened(x) - y).abs().max()) <= 1e-10 * max(float(y.abs().max()), 1e-30)

@@ -53,6 +53,12 @@ def conv_pads(padding, kernel: Sequence[int], dilation: Sequence[int]) -> list[t
     return [(int(p), int(p)) for p in _ntuple(padding, d)]
 
 
+def _reads_input(offset: int, stride: int, outputs: int, size: int) -> bool:
+    """Whether some output ``o < outputs`` reads input position ``o * stride + offset`` in ``[0, size)``."""
+    o = max(0, -(offset // stride))  # the first output at or right of position 0
+    return o < outputs and o * stride + offset < size
+
+
 class XDConv(CircularLayer):
     """An XD-operation, a drop-in replacement for ``nn.Conv{1,2,3}d`` (see the module docstring).
 
@@ -130,6 +136,7 @@ class XDConv(CircularLayer):
     ) -> "XDConv":
         """Warm-start an XD layer from an ``nn.Conv*d`` seen on inputs of spatial ``input_size``."""
         geometry = cls.conv_geometry(conv, input_size, max_kernel_size)
+        live = cls.live_taps(conv, input_size)
         xd = cls(
             conv.in_channels,
             conv.out_channels,
@@ -141,7 +148,7 @@ class XDConv(CircularLayer):
             dtype=conv.weight.dtype,
         )
         with torch.no_grad():
-            xd.set_kernel(xd.embed(conv.weight))
+            xd.set_kernel(xd.embed(conv.weight[(Ellipsis, *(slice(a, b + 1) for a, b in live))]))
             if conv.bias is not None:
                 xd.bias.copy_(conv.bias)
         return xd
@@ -155,8 +162,32 @@ class XDConv(CircularLayer):
         else:
             rev = conv._reversed_padding_repeated_twice
             pads = [(rev[2 * (d - 1 - i)], rev[2 * (d - 1 - i) + 1]) for i in range(d)]
-        return cls.plan_geometry(input_size, conv.kernel_size, conv.stride, conv.dilation, pads, conv.padding_mode,
+        kernel = list(conv.kernel_size)
+        if conv.padding_mode == "zeros":  # taps that only ever read the zero padding are dropped
+            for i, (a, b) in enumerate(cls.live_taps(conv, input_size)):
+                dl = conv.dilation[i]
+                kernel[i], pads[i] = b - a + 1, (pads[i][0] - a * dl, pads[i][1] - (conv.kernel_size[i] - 1 - b) * dl)
+        return cls.plan_geometry(input_size, kernel, conv.stride, conv.dilation, pads, conv.padding_mode,
                                  max_kernel_size)
+
+    @staticmethod
+    def live_taps(conv: nn.Module, input_size: Sequence[int]) -> list[tuple[int, int]]:
+        """Per axis, the first and last tap of a zero-padded conv that read the input somewhere
+        (an ASPP branch of dilation 36 on an 8x8 map reads only padding with all but its centre);
+        every tap for other padding modes, or where dropping taps would need negative padding."""
+        d = len(conv.kernel_size)
+        full = [(0, k - 1) for k in conv.kernel_size]
+        if conv.padding_mode != "zeros":
+            return full
+        pads = conv_pads(conv.padding, conv.kernel_size, conv.dilation)
+        out = []
+        for i in range(d):
+            k, s, dl, (pl, pr), size = conv.kernel_size[i], conv.stride[i], conv.dilation[i], pads[i], int(input_size[i])
+            t = (size + pl + pr - (k - 1) * dl - 1) // s + 1
+            live = [j for j in range(k) if _reads_input(j * dl - pl, s, t, size)]
+            a, b = (live[0], live[-1]) if live else (0, k - 1)
+            out.append((a, b) if pl - a * dl >= 0 and pr - (k - 1 - b) * dl >= 0 else (0, k - 1))
+        return out
 
     @staticmethod
     def plan_geometry(input_size, kernel, stride, dilation, pads, mode, max_kernel_size=None) -> list[AxisGeometry]:

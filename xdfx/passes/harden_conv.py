@@ -3,6 +3,7 @@ padding are recovered from the support of the XD layer's circulant kernel."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from functools import reduce
 
@@ -37,25 +38,34 @@ def _circular_support(mask: torch.Tensor) -> tuple[int, int] | None:
 def recover_conv(xd: XDConv, kernel: torch.Tensor, threshold: float) -> tuple[nn.Module, str] | None:
     """An ``nn.Conv*d`` equal to ``xd`` (factors identity) if its circulant kernel is compact."""
     mask = kernel.abs() > threshold
-    offsets, taps_index, dilation = [], [], []
+    arcs = []
     for i, g in enumerate(xd.geometry):
         axis_mask = mask.transpose(2 + i, -1).reshape(-1, kernel.shape[2 + i]).any(0)
         arc = _circular_support(axis_mask)
         if arc is None:
             return None
-        a, b = arc
-        on = [u - a for u in range(a, b + 1) if axis_mask[u % g.n]]
-        dil = reduce(math.gcd, on, 0) or 1
-        offsets.append(a)
-        dilation.append(dil)
-        taps_index.append(torch.tensor([(a + j * dil) % g.n for j in range((b - a) // dil + 1)], device=kernel.device))
-    return conv_from_taps(xd, kernel, offsets, dilation, taps_index, xd.bias)
+        on = torch.nonzero(axis_mask).flatten().tolist()
+        # the shortest arc, else the taps read in place (where the arc through 0 would read real data)
+        arcs.append([(arc, axis_mask)] + ([((on[0], on[-1]), axis_mask)] if arc[0] < 0 else []))
+    for choice in itertools.product(*arcs):
+        offsets, taps_index, dilation = [], [], []
+        for ((a, b), axis_mask), g in zip(choice, xd.geometry):
+            on = [u - a for u in range(a, b + 1) if axis_mask[u % g.n]]
+            dil = reduce(math.gcd, on, 0) or 1
+            offsets.append(a)
+            dilation.append(dil)
+            taps_index.append(torch.tensor([(a + j * dil) % g.n for j in range((b - a) // dil + 1)], device=kernel.device))
+        found = conv_from_taps(xd, kernel, offsets, dilation, taps_index, xd.bias)
+        if found is not None:
+            return found
+    return None
 
 
 def conv_from_taps(xd: XDConv, kernel: torch.Tensor, offsets: list[int], dilation: list[int],
-                   taps_index: list[torch.Tensor], bias: torch.Tensor | None) -> tuple[nn.Module, str]:
+                   taps_index: list[torch.Tensor], bias: torch.Tensor | None) -> tuple[nn.Module, str] | None:
     """The ``nn.Conv*d`` whose taps are ``kernel`` at the circular positions ``taps_index`` (per
-    axis, from ``offsets[i]`` every ``dilation[i]``), padded and strided as ``xd``."""
+    axis, from ``offsets[i]`` every ``dilation[i]``), padded and strided as ``xd``; None where a
+    tap placed there would read real input that the circular layer reads wrapped around."""
     taps = kernel
     for i, idx in enumerate(taps_index):
         taps = taps.index_select(2 + i, idx)
@@ -67,6 +77,10 @@ def conv_from_taps(xd: XDConv, kernel: torch.Tensor, offsets: list[int], dilatio
         total_in = g.in_size + (sum(g.pad) if g.prepad else 0)
         t = g.out_size(g.in_size)
         right = (t - 1) * g.stride + span - total_in - left
+        # positions read outside the input, -left ... total_in + right - 1, must wrap onto the zero
+        # extension [total_in, n) (a natively circular layer wraps onto the input, as its conv does)
+        if not g.native_circular and (-left < total_in - g.n or total_in + right > g.n):
+            return None
         if left >= 0 and (total_in + 2 * left - span) // g.stride + 1 == t:
             right = left  # the conv's floor division makes the two paddings equivalent
         pads.append((left, right))

@@ -244,9 +244,14 @@ def snapped_conv_candidates(ctx: LayerContext) -> list[Candidate]:
              for (a, k, dil), g in zip(box, xd.geometry)]
     full = kernel.new_zeros(kernel.shape)
     full[(slice(None), slice(None), *torch.meshgrid(*index, indexing="ij"))] = taps.to(full)
-    offsets = [_nearest_offset(a, k, dil, g) for (a, k, dil), g in zip(box, xd.geometry)]
     bias = xd.bias if xd.bias is not None else ctx.bias
-    module, detail = conv_from_taps(xd, full, offsets, [dil for _, _, dil in box], index, bias)
+    found = None
+    for nearest in (True, False):  # the taps centred like the conv's, else read in place
+        offsets = [_nearest_offset(a, k, dil, g) if nearest else a for (a, k, dil), g in zip(box, xd.geometry)]
+        found = found or conv_from_taps(xd, full, offsets, [dil for _, _, dil in box], index, bias)
+    if found is None:
+        return []
+    module, detail = found
     cin, cout, g = xd.in_channels, xd.out_channels, xd.groups
     flops = 2.0 * cout * (cin // g) * math.prod(k for _, k, _ in box) * math.prod(out_sizes(xd.geometry, ctx.sizes))
     cand = Candidate("snapped_conv", module, flops, f"{detail}, kept {1 - lost:.2%} of the output energy{view.note}")

@@ -75,7 +75,8 @@ def relax_conv_modules(ctx: RelaxContext, kind) -> None:
         gm.add_submodule(target, xd)
         for n in nodes:
             ctx.record(LayerRecord(target, op, "relaxed", tuple(input_shape(n)), _tuple(output_shape(n)),
-                                   describe(xd, ctx.cap_reason(target)), error, kind=kind.name, origin=Origin(kind.name)))
+                                   describe(xd, _join(ctx.cap_reason(target), dropped_taps(conv, xd))), error,
+                                   kind=kind.name, origin=Origin(kind.name)))
 
 
 def relax_conv_functions(ctx: RelaxContext, kind) -> None:
@@ -112,6 +113,18 @@ def relax_conv_functions(ctx: RelaxContext, kind) -> None:
         new = ctx.replace_with_module(node, name, xd, args)
         ctx.record(LayerRecord(name, op, "relaxed", x_shape, _tuple(output_shape(new)), describe(xd, ctx.cap_reason(node.name)),
                                kind=kind.name, origin=Origin(kind.name, function=node.target, options=options)))
+
+
+def dropped_taps(conv: nn.Module, xd: XDConv) -> str:
+    kept = tuple(g.kernel for g in xd.geometry)
+    if kept == tuple(conv.kernel_size):
+        return ""
+    show = lambda k: "x".join(map(str, k))  # noqa: E731
+    return f"kernel {show(conv.kernel_size)} -> {show(kept)}: the other taps only ever read zero padding"
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
 
 
 def describe(xd: XDConv, why: str = "") -> str:
