@@ -107,6 +107,9 @@ def relax(
     account_for_convs(ctx, convs)
     copy_root_hooks(root, gm)
     drop_dead_attributes(gm)
+    for node in gm.graph.nodes:  # string annotations (``from __future__ import annotations``) break fx's pickling
+        if isinstance(node.type, str):
+            node.type = None
     gm.graph.lint()
     gm.recompile()
     if inplace:
