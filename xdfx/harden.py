@@ -9,7 +9,6 @@ snapped onto its nearest cheap form instead (``snap``), for :func:`xdfx.finetune
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, Sequence
 
 import torch
@@ -122,8 +121,7 @@ def _context(gm: nn.Module, name: str, layer: nn.Module, args: tuple | None, tol
 
 def _flops(layer: nn.Module, ctx: LayerContext) -> float:
     if isinstance(layer, XDGraphConv):
-        c = layer.weight.shape[:2]
-        return 4.0 * layer.nodes ** 2 * max(c) + 2.0 * layer.nodes * math.prod(c)
+        return layer.flops()
     return xd_flops(layer)
 
 

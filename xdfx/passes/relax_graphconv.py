@@ -1,7 +1,8 @@
 """``A @ h`` with a constant square ``A`` (a buffer) becomes an XD graph convolution.
 
 ``A @ (h @ W)`` with ``W`` a parameter used nowhere else is fused into one layer with channel
-mixing. ``torch.sparse.mm(A, h)`` is matched too.
+mixing. ``torch.sparse.mm(A, h)`` is matched too, with ``A`` in COO, CSR or CSC layout. ``A`` must be
+symmetric or similar to a symmetric matrix by a positive diagonal (mean aggregation ``D^-1 A``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import torch
 from torch import fx
 
 from ..common import attribute, relative_error
-from ..ops.graph import XDGraphConv
+from ..errors import XdfxUnsupportedError
+from ..ops.graph import EIGENBASIS_NODES, XDGraphConv, eigen_decomposition
 from ..records import LayerRecord, Origin
 from .context import RelaxContext
 from .shape_info import output_shape
@@ -59,10 +61,12 @@ def relax_graph_convs(ctx: RelaxContext, kind) -> None:
             ctx.record(LayerRecord(owner or node.name, "graph propagation", "skipped", shape, detail="excluded by filter",
                                    kind=kind.name))
             continue
-        dense = adj.to_dense() if adj.is_sparse else adj
-        if not torch.allclose(dense, dense.T, atol=1e-6):
-            ctx.record(LayerRecord(owner or node.name, "graph propagation", "skipped", shape,
-                                   detail="matrix is not symmetric: no real eigenbasis", kind=kind.name))
+        dense = adj if adj.layout == torch.strided else adj.to_dense()  # COO, CSR and CSC buffers alike
+        try:
+            decomposition = eigen_decomposition(dense) if dense.shape[0] <= EIGENBASIS_NODES else None
+        except XdfxUnsupportedError as err:
+            ctx.record(LayerRecord(owner or node.name, "graph propagation", "skipped", shape, detail=str(err),
+                                   kind=kind.name))
             continue
         weight = None
         source = h
@@ -71,7 +75,8 @@ def relax_graph_convs(ctx: RelaxContext, kind) -> None:
             if w is not None and w.dim() == 2 and len(h.args[1].users) == 1:
                 weight, source = w, h.args[0]
         taps = ctx.config.max_kernel_size or 3
-        layer = XDGraphConv(dense, None if weight is None else weight.detach(), channels=shape[-1], taps=taps, arch=ctx.config.arch)
+        layer = XDGraphConv(dense, None if weight is None else weight.detach(), channels=shape[-1], taps=taps,
+                            arch=ctx.config.arch, eigenbasis=decomposition is not None, decomposition=decomposition)
         layer.to(device=dense.device)
         name = ctx.free_name(name)
         layer.layer_name = name
@@ -84,4 +89,4 @@ def relax_graph_convs(ctx: RelaxContext, kind) -> None:
             gm.graph.erase_node(h)
         op = "graph conv A(hW)" if weight is not None else "graph propagation A h"
         ctx.record(LayerRecord(name, op, "relaxed", tuple(source.meta["tensor_meta"].shape), tuple(output_shape(new) or ()),
-                               f"nodes={dense.shape[0]} {ctx.config.arch}", err, kind=kind.name, origin=Origin(kind.name)))
+                               f"nodes={dense.shape[0]} {ctx.config.arch if decomposition is not None else 'polynomial, no eigenbasis'}", err, kind=kind.name, origin=Origin(kind.name)))
