@@ -12,7 +12,8 @@ from torch import fx
 
 from ..common import attribute, relative_error
 from ..errors import XdfxUnsupportedError
-from ..ops.graph import EIGENBASIS_NODES, XDGraphConv, eigen_decomposition
+from ..ops import graph as graph_ops
+from ..ops.graph import XDGraphConv, eigen_decomposition
 from ..records import LayerRecord, Origin
 from .context import RelaxContext
 from .shape_info import output_shape
@@ -63,7 +64,7 @@ def relax_graph_convs(ctx: RelaxContext, kind) -> None:
             continue
         dense = adj if adj.layout == torch.strided else adj.to_dense()  # COO, CSR and CSC buffers alike
         try:
-            decomposition = eigen_decomposition(dense) if dense.shape[0] <= EIGENBASIS_NODES else None
+            decomposition = eigen_decomposition(dense) if dense.shape[0] <= graph_ops.EIGENBASIS_NODES else None
         except XdfxUnsupportedError as err:
             ctx.record(LayerRecord(owner or node.name, "graph propagation", "skipped", shape, detail=str(err),
                                    kind=kind.name))

@@ -26,7 +26,8 @@ from torch import fx, nn
 
 from ..common import eval_mode, relative_error
 from ..errors import XdfxUnsupportedError
-from ..ops.graph import EIGENBASIS_NODES, XDGraphConv, eigen_decomposition
+from ..ops import graph as graph_ops
+from ..ops.graph import XDGraphConv, eigen_decomposition
 from ..ops.graph_fixed import FixedGraphLayer, describe_value
 from ..records import LayerRecord, Origin
 from .context import RelaxContext
@@ -330,7 +331,7 @@ def relax_pyg_convs(ctx: RelaxContext, kind) -> None:
         gm.set_submodule(target, wrapper)
         c_out, c_in, taps = layer.weight.shape
         form = f"arch={ctx.config.arch}" if layer.eigenbasis else (
-            f"polynomial taps only: {layer.nodes} nodes > EIGENBASIS_NODES = {EIGENBASIS_NODES}")
+            f"polynomial taps only: {layer.nodes} nodes > EIGENBASIS_NODES = {graph_ops.EIGENBASIS_NODES}")
         detail = (f"fixed graph: {description}; {c_in}->{c_out}, {taps} {op.polynomial} taps, {form}"
                   + (f"; {op.note}" if op.note else ""))
         ctx.record(LayerRecord(name, source, "relaxed", shape, out, detail, err, kind=kind.name, origin=Origin(kind.name)))
@@ -339,7 +340,7 @@ def relax_pyg_convs(ctx: RelaxContext, kind) -> None:
 def _build(ctx: RelaxContext, op: Operator, x: torch.Tensor, decompositions: dict) -> XDGraphConv:
     a = op.propagation
     n = a.shape[0]
-    eigenbasis = n <= EIGENBASIS_NODES
+    eigenbasis = n <= graph_ops.EIGENBASIS_NODES
     decomposition = None
     if eigenbasis:
         key = _fingerprint(a)
