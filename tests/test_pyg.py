@@ -120,16 +120,15 @@ def test_pyg_layer_relaxes_and_hardens_exactly(name: str, where: str) -> None:
     _check_relax_and_harden(model, inputs, taps)
 
 
-@pytest.mark.parametrize("where", ["argument", "buffer"])
-@pytest.mark.parametrize("layout", ["coo", "csr"])
+@pytest.mark.parametrize("layout, where", [("coo", "argument"), ("csr", "buffer")])
 @pytest.mark.parametrize("name", ["GCNConv", "GraphConv-add", "GraphConv-mean"])
 def test_torch_sparse_adjacency(name: str, layout: str, where: str) -> None:
     model, inputs = _model(name, where, layout)
     _check_relax_and_harden(model, inputs)
 
 
-@pytest.mark.parametrize("where", ["argument", "buffer"])
-@pytest.mark.parametrize("name", ["GCNConv", "SGConv-K3", "ChebConv-K3-sym", "DenseGCNConv"])
+@pytest.mark.parametrize("name, where", [("GCNConv", "argument"), ("SGConv-K3", "buffer"),
+                                         ("ChebConv-K3-sym", "argument"), ("DenseGCNConv", "buffer")])
 def test_another_graph_is_refused(name: str, where: str) -> None:
     model, inputs = _model(name, where)
     relaxed = xdfx.relax(model, inputs)
@@ -225,7 +224,7 @@ def test_relaxed_pyg_model_trains() -> None:
     target = torch.randn(NODES, 4)
     opt = torch.optim.Adam(relaxed.parameters(), lr=1e-2)
     losses = []
-    for _ in range(30):
+    for _ in range(15):
         opt.zero_grad()
         loss = ((relaxed(*inputs) - target) ** 2).mean()
         loss.backward()
@@ -246,7 +245,7 @@ def graphs(draw):
     return n, edges, weights, draw(st.integers(0, 2**16))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(graphs(), st.sampled_from(["gcn", "gcn-raw", "mean", "cheb-rw", "cheb-sym"]))
 def test_random_graphs_relax_and_harden_exactly(graph, layer: str) -> None:
     n, edges, weighted, seed = graph
