@@ -285,28 +285,45 @@ def _mean_aggregation() -> torch.Tensor:
     return a / a.sum(1, keepdim=True)
 
 
-@pytest.mark.parametrize("layout", ["dense", "coo", "csr"])
-def test_hand_written_mean_aggregation(layout: str) -> None:
+@pytest.mark.parametrize("layout, where", [("dense", "buffer"), ("coo", "buffer"), ("csr", "buffer"),
+                                           ("coo", "argument"), ("csr", "argument")])
+def test_hand_written_mean_aggregation(layout: str, where: str) -> None:
     a = _mean_aggregation()
     a = {"dense": a, "coo": a.to_sparse_coo(), "csr": a.to_sparse_csr()}[layout]
 
-    class Mean(nn.Module):
+    def propagate(adj, h):
+        return torch.sparse.mm(adj, h) if adj.layout != torch.strided else adj @ h
+
+    class MeanBuffer(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("a", a)
             self.lin = nn.Linear(5, 3)
 
         def forward(self, h):
-            return torch.sparse.mm(self.a, self.lin(h)) if self.a.layout != torch.strided else self.a @ self.lin(h)
+            return propagate(self.a, self.lin(h))
 
-    model = Mean()
+    class MeanArgument(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(5, 3)
+
+        def forward(self, h, adj):
+            return torch.sparse.mm(adj, self.lin(h))
+
     h = torch.randn(NODES, 5)
-    relaxed = xdfx.relax(model, h)
+    model, inputs = (MeanBuffer(), (h,)) if where == "buffer" else (MeanArgument(), (h, a))
+    relaxed = xdfx.relax(model, inputs)
     assert [r.status for r in relaxed.xdfx_report] == ["relaxed"]
-    assert relative_error(relaxed(h), model(h)) <= TOL
-    hard = xdfx.harden(relaxed, example_inputs=(h,))
+    assert relative_error(relaxed(*inputs), model(*inputs)) <= TOL
+    hard = xdfx.harden(relaxed, example_inputs=inputs)
     assert [r.form for r in hard.xdfx_report] == ["graph_polynomial"]
-    assert relative_error(hard(h), model(h)) <= TOL
+    assert relative_error(hard(*inputs), model(*inputs)) <= TOL
+    if where == "argument":
+        other = _mean_aggregation()[:, torch.randperm(NODES)].to_sparse_coo()
+        for m in (relaxed, hard):
+            with pytest.raises(xdfx.XdfxInputError, match="'adj' differs"):
+                m(h, other)
 
 
 def test_symmetrizer_finds_the_degree_scaling() -> None:

@@ -2,7 +2,8 @@
 
 ``A @ (h @ W)`` with ``W`` a parameter used nowhere else is fused into one layer with channel
 mixing. ``torch.sparse.mm(A, h)`` is matched too, with ``A`` in COO, CSR or CSC layout. ``A`` must be
-symmetric or similar to a symmetric matrix by a positive diagonal (mean aggregation ``D^-1 A``).
+symmetric or similar to a symmetric matrix by a positive diagonal (mean aggregation ``D^-1 A``). A
+sparse ``A`` passed as a forward argument is fixed to the example call's and checked on every call.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ..common import attribute, relative_error
 from ..errors import XdfxUnsupportedError
 from ..ops import graph as graph_ops
 from ..ops.graph import XDGraphConv, eigen_decomposition
+from ..ops.graph_fixed import FixedGraphLayer, describe_value
 from ..records import LayerRecord, Origin
 from .context import RelaxContext
 from .shape_info import output_shape
@@ -45,16 +47,29 @@ def _parameter(gm: fx.GraphModule, node) -> torch.Tensor | None:
         return None
 
 
+def _sparse_argument(ctx: RelaxContext, node) -> torch.Tensor | None:
+    """The example call's value of a forward argument that is a sparse matrix (an adjacency), if any.
+    Dense arguments are left alone: a square data tensor is not a graph."""
+    if not isinstance(node, fx.Node) or node.op != "placeholder":
+        return None
+    index = [n for n in ctx.gm.graph.nodes if n.op == "placeholder"].index(node)
+    value = ctx.inputs[index] if index < len(ctx.inputs) else None
+    return value if isinstance(value, torch.Tensor) and value.layout != torch.strided else None
+
+
 def relax_graph_convs(ctx: RelaxContext, kind) -> None:
     """Rewrite fixed-graph propagations into :class:`XDGraphConv` layers."""
     gm = ctx.gm
     for node in list(gm.graph.nodes):
         if not _is_matmul(node, kind) or len(node.args) < 2:
             continue
-        adj = _constant(gm, node.args[0])
+        adj, argument = _constant(gm, node.args[0]), None
+        if adj is None:
+            adj = _sparse_argument(ctx, node.args[0])
+            argument = node.args[0] if adj is not None else None
         if adj is None or adj.dim() != 2 or adj.shape[0] != adj.shape[1]:
             continue
-        owner = node.args[0].target.rpartition(".")[0]
+        owner = node.args[0].target.rpartition(".")[0] if argument is None else ""
         name = f"{owner}.xd" if owner else node.name
         h = node.args[1]
         shape = tuple(h.meta["tensor_meta"].shape)
@@ -85,7 +100,14 @@ def relax_graph_convs(ctx: RelaxContext, kind) -> None:
             x = torch.randn(tuple(source.meta["tensor_meta"].shape), dtype=dense.dtype, device=dense.device)
             ref = dense @ (x @ weight.detach() if weight is not None else x)
             err = relative_error(layer(x), ref)
-        new = ctx.replace_with_module(node, name, layer, (source,))
+        if argument is None:
+            new = ctx.replace_with_module(node, name, layer, (source,))
+        else:  # the graph is a forward argument: fixed to the example call's, and checked on every call
+            wrapper = FixedGraphLayer(layer, {1: adj}, ["h", argument.target], "graph propagation",
+                                      f"{adj.shape[0]} nodes; {argument.target}: {describe_value(adj)}")
+            wrapper.layer_name = name
+            new = ctx.replace_with_module(node, name, wrapper, (source, argument))
+            layer.layer_name = name = f"{name}.xd"
         if weight is not None:
             gm.graph.erase_node(h)
         op = "graph conv A(hW)" if weight is not None else "graph propagation A h"
