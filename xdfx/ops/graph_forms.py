@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import XdfxShapeError
 from .graph import polynomial_apply, to_edges
 
 
@@ -30,6 +31,9 @@ class GraphPolynomial(nn.Module):
         return f"taps={self.weight.shape[0]} ({self.polynomial}), {self.value.numel()} edges on {self.nodes} nodes"
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h.dim() < 2 or h.shape[-2] != self.nodes:  # also tells an exporter that the node axis is not a batch
+            raise XdfxShapeError(f"a graph filter on {self.nodes} nodes got features of shape {tuple(h.shape)} "
+                                 "(nodes must be the second-to-last axis)")
         y = polynomial_apply(h, (self.dst, self.src, self.value), self.weight, self.polynomial)
         return y if self.bias is None else y + self.bias
 
