@@ -149,6 +149,21 @@ def test_another_graph_is_refused(name: str, where: str) -> None:
                 m(x)
 
 
+def test_pyg_gcn_model() -> None:
+    from torch_geometric.nn.models import GCN
+
+    torch.manual_seed(0)
+    model = GCN(6, 16, num_layers=2, out_channels=4).eval()
+    inputs = (torch.randn(NODES, 6), EDGES)
+    relaxed = xdfx.relax(model, inputs)
+    assert [(r.name, r.status) for r in relaxed.xdfx_report] == [("convs.0.xd", "relaxed"), ("convs.1.xd", "relaxed")]
+    hard = xdfx.harden(relaxed, example_inputs=inputs)
+    assert [r.form for r in hard.xdfx_report] == ["graph_polynomial"] * 2
+    with torch.no_grad():
+        assert relative_error(relaxed(*inputs), model(*inputs)) <= TOL
+        assert relative_error(hard(*inputs), model(*inputs)) <= TOL
+
+
 def test_cached_gcn_after_its_first_call_uses_its_cache() -> None:
     model, inputs = _model("GCNConv-cached", "argument")
     with torch.no_grad():
