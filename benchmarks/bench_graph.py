@@ -1,6 +1,6 @@
 """Heat diffusion on a stochastic block model: a plain PyG GCN vs its XD relaxation, searched, then hardened.
 
-    python benchmarks/bench_graph.py [--nodes 2000] [--epochs 30] [--threads 1] [--out NAME]
+    python benchmarks/bench_graph.py [--nodes 2000] [--epochs 40] [--threads 1] [--out NAME]
 
 The task (``xdfx.tasks.graph_heat``): each sample is heat on 20 random nodes of a 4-block SBM
 graph, the target the heat after time ``--time`` (``exp(-t L) x``, exact). Every model is the same
@@ -137,10 +137,10 @@ def main() -> None:
     parser.add_argument("--models", default="gcn,xd,xd-poly")
     parser.add_argument("--nodes", type=int, default=2000)
     parser.add_argument("--time", type=float, default=5.0, help="diffusion time t")
-    parser.add_argument("--train", type=int, default=200)
-    parser.add_argument("--test", type=int, default=50)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--train", type=int, default=100)
+    parser.add_argument("--test", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--hidden", type=int, default=16)
     parser.add_argument("--taps", type=int, default=8, help="polynomial taps of xd-poly")
     parser.add_argument("--lr", type=float, default=1e-2)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import XdfxShapeError
-from .graph import polynomial_apply, to_edges
+from .graph import node_matmul, polynomial_apply, to_edges
 
 
 class GraphPolynomial(nn.Module):
@@ -49,6 +49,6 @@ class FrozenGraphConv(nn.Module):
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        y = torch.einsum("...ni,oin->...no", torch.matmul(self.m, h), self.spectrum)
-        y = torch.matmul(self.k, y)
+        y = torch.einsum("...ni,oin->...no", node_matmul(self.m, h), self.spectrum)
+        y = node_matmul(self.k, y)
         return y if self.bias is None else y + self.bias
