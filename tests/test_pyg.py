@@ -359,3 +359,19 @@ def test_symmetrizer_finds_the_degree_scaling() -> None:
     assert torch.allclose((k * lam) @ m, a, atol=1e-10) and torch.allclose(k @ m, torch.eye(NODES, dtype=a.dtype), atol=1e-10)
     directed = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
     assert graph_ops.symmetrizer(directed) is None
+
+
+@pytest.mark.parametrize("polynomial", ["power", "chebyshev"])
+@pytest.mark.parametrize("c_in, c_out", [(5, 2), (2, 5)])  # narrowing layers take Horner's / Clenshaw's order
+def test_message_passing_matches_the_eigenbasis(polynomial: str, c_in: int, c_out: int) -> None:
+    torch.manual_seed(0)
+    a = to_dense_adj(EDGES, max_num_nodes=NODES)[0].double()
+    a = a / a.sum(1).sqrt()[:, None] / a.sum(1).sqrt()[None, :]
+    lam, u = torch.linalg.eigh(a)
+    h = torch.randn(3, NODES, c_in, dtype=torch.float64)
+    for taps in (1, 2, 5):
+        w = torch.randn(taps, c_in, c_out, dtype=torch.float64)
+        basis = graph_ops.polynomial_basis(lam, taps, polynomial)
+        ref = sum((u * basis[:, j]) @ u.T @ h @ w[j] for j in range(taps))
+        got = graph_ops.polynomial_apply(h, graph_ops.to_edges(a), w, polynomial)
+        assert torch.allclose(got, ref, atol=1e-10)

@@ -148,10 +148,23 @@ def polynomial_apply(h: torch.Tensor, edges: tuple[torch.Tensor, torch.Tensor, t
                      polynomial: str = "power", depthwise: bool = False) -> torch.Tensor:
     """``sum_j p_j(A) h W_j`` with ``weights`` ``(taps, C_in, C_out)`` (depthwise: ``(taps, C)``),
     ``p_j`` the powers or the Chebyshev polynomials of ``A`` (given as ``edges``): one
-    propagation per tap."""
+    propagation per tap, over ``min(C_in, C_out)`` channels (``A`` commutes with ``W_j``, so a
+    narrowing layer mixes channels first and runs Horner's or Clenshaw's recurrence)."""
+    taps = weights.shape[0]
+    if not depthwise and weights.shape[-1] < weights.shape[-2] and taps > 1:
+        terms = [torch.matmul(h, weights[j]) for j in range(taps)]
+        if polynomial == "power":  # Horner: a_0 + A (a_1 + A (a_2 + ...))
+            y = terms[-1]
+            for j in range(taps - 2, -1, -1):
+                y = terms[j] + propagate(y, *edges)
+            return y
+        b1, b2 = terms[-1], torch.zeros_like(terms[-1])  # Clenshaw: b_k = a_k + 2 A b_(k+1) - b_(k+2)
+        for j in range(taps - 2, 0, -1):
+            b1, b2 = terms[j] + 2 * propagate(b1, *edges) - b2, b1
+        return terms[0] + propagate(b1, *edges) - b2
     y = None
     prev, cur = None, h
-    for j in range(weights.shape[0]):
+    for j in range(taps):
         if j == 1:
             prev, cur = cur, propagate(cur, *edges)
         elif j > 1:
