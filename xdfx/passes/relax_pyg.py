@@ -348,7 +348,9 @@ def _build(ctx: RelaxContext, op: Operator, x: torch.Tensor, decompositions: dic
             decompositions[key] = eigen_decomposition(a)  # raises (kept, with the reason) for a directed graph
         decomposition = decompositions[key]
     dtype = x.dtype if x.is_floating_point() else torch.float32
-    taps = max(op.kernel.shape[-1], ctx.config.max_kernel_size or 3) if eigenbasis else op.kernel.shape[-1]
+    # room to grow: free in the eigenbasis, one propagation per tap without it (so only when asked for)
+    own = op.kernel.shape[-1]
+    taps = max(own, ctx.config.max_kernel_size or (3 if eigenbasis else own))
     kernel = torch.zeros(*op.kernel.shape[:2], min(taps, n), dtype=torch.float64)
     kernel[..., : op.kernel.shape[-1]] = op.kernel
     with torch.no_grad():
