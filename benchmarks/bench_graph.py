@@ -102,7 +102,8 @@ def run(args) -> dict:
             hard = xdfx.harden(model, example_inputs=(probe,))
             forms = sorted({r.form for r in hard.xdfx_report})
             err_h = test_error(hard, x_test, y_test)
-            rows[f"{name} hardened"] = {"test_rel_l2": err_h, "forms": forms, "harden_seconds": time.perf_counter() - began,
+            rows[f"{name} hardened"] = {"test_rel_l2": err_h, "forms": forms,
+                                        "harden_seconds": time.perf_counter() - began,
                                         "end_to_end_error": hard.xdfx_report.end_to_end_error,
                                         "stored_numbers": stored_numbers(hard)}
             models[f"{name} hardened"] = hard

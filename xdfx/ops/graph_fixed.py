@@ -89,7 +89,8 @@ class FixedGraphLayer(nn.Module):
                     return f"got a {describe_value(value)}, the example call's was a {layout} tensor of shape {shape}"
                 indices, values = _sparse_parts(value)
                 ref_i, ref_v = getattr(self, f"{prefix}_indices"), getattr(self, f"{prefix}_values")
-                same = indices.shape == ref_i.shape and torch.equal(indices, ref_i) and torch.equal(values, ref_v.to(values))
+                same = (indices.shape == ref_i.shape and torch.equal(indices, ref_i)
+                        and torch.equal(values, ref_v.to(values)))
                 return "" if same else "same shape, different entries"
             ref = getattr(self, prefix)
             if value.layout != torch.strided or value.shape != ref.shape:

@@ -111,5 +111,6 @@ def relax_graph_convs(ctx: RelaxContext, kind) -> None:
         if weight is not None:
             gm.graph.erase_node(h)
         op = "graph conv A(hW)" if weight is not None else "graph propagation A h"
+        form = ctx.config.arch if decomposition is not None else "polynomial, no eigenbasis"
         ctx.record(LayerRecord(name, op, "relaxed", tuple(source.meta["tensor_meta"].shape), tuple(output_shape(new) or ()),
-                               f"nodes={dense.shape[0]} {ctx.config.arch if decomposition is not None else 'polynomial, no eigenbasis'}", err, kind=kind.name, origin=Origin(kind.name)))
+                               f"nodes={dense.shape[0]} {form}", err, kind=kind.name, origin=Origin(kind.name)))

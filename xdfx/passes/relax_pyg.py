@@ -186,7 +186,8 @@ def _graph_conv(module, x, call) -> Operator:
         else:
             rows = edge_index[1] if module.flow == "source_to_target" else edge_index[0]
         count = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, torch.ones(rows.numel(), dtype=torch.float64))
-        a = torch.sparse_coo_tensor(a.indices(), a.values() / count.clamp(min=1)[a.indices()[0]], a.shape, check_invariants=False).coalesce()
+        values = a.values() / count.clamp(min=1)[a.indices()[0]]
+        a = torch.sparse_coo_tensor(a.indices(), values, a.shape, check_invariants=False).coalesce()
     bias = module.lin_rel.bias.detach() if module.lin_rel.bias is not None else None
     kernel = _weights((0, module.lin_root.weight), (1, module.lin_rel.weight))
     return Operator(a, kernel, bias, note=f"aggr={aggr}")
@@ -232,7 +233,9 @@ def _capture(gm: fx.GraphModule, names: list[str], inputs: tuple) -> dict[str, l
 
 def _same_value(u: Any, v: Any) -> bool:
     if isinstance(u, torch.Tensor) or isinstance(v, torch.Tensor):
-        if not (isinstance(u, torch.Tensor) and isinstance(v, torch.Tensor)) or u.layout != v.layout or u.shape != v.shape:
+        if not (isinstance(u, torch.Tensor) and isinstance(v, torch.Tensor)):
+            return False
+        if u.layout != v.layout or u.shape != v.shape:
             return False
         if u.layout != torch.strided:
             u, v = u.to_dense(), v.to_dense()
@@ -295,6 +298,7 @@ def relax_pyg_convs(ctx: RelaxContext, kind) -> None:
         shape = tuple(seen[0][0][0].shape) if seen and seen[0][0] and isinstance(seen[0][0][0], torch.Tensor) else None
 
         def skip(why: str) -> None:
+            log.debug("xdfx.relax keeps %s: %s", target, why)
             ctx.record(LayerRecord(target, source, "skipped", shape, detail=why, kind=kind.name))
 
         if not seen:
@@ -334,7 +338,8 @@ def relax_pyg_convs(ctx: RelaxContext, kind) -> None:
             f"polynomial taps only: {layer.nodes} nodes > EIGENBASIS_NODES = {graph_ops.EIGENBASIS_NODES}")
         detail = (f"fixed graph: {description}; {c_in}->{c_out}, {taps} {op.polynomial} taps, {form}"
                   + (f"; {op.note}" if op.note else ""))
-        ctx.record(LayerRecord(name, source, "relaxed", shape, out, detail, err, kind=kind.name, origin=Origin(kind.name)))
+        ctx.record(LayerRecord(name, source, "relaxed", shape, out, detail, err, kind=kind.name,
+                               origin=Origin(kind.name)))
 
 
 def _build(ctx: RelaxContext, op: Operator, x: torch.Tensor, decompositions: dict) -> XDGraphConv:

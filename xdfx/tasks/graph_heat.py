@@ -18,7 +18,8 @@ from scipy.sparse.linalg import expm_multiply
 __all__ = ["laplacian", "sbm", "generate"]
 
 
-def sbm(nodes: int = 2000, blocks: int = 4, degree_in: float = 10.0, degree_out: float = 1.0, seed: int = 0) -> torch.Tensor:
+def sbm(nodes: int = 2000, blocks: int = 4, degree_in: float = 10.0, degree_out: float = 1.0,
+        seed: int = 0) -> torch.Tensor:
     """``edge_index`` ``(2, E)`` (both directions) of a stochastic block model with equal blocks, an
     expected ``degree_in`` neighbours inside a node's block and ``degree_out`` outside it."""
     sizes = [nodes // blocks + (i < nodes % blocks) for i in range(blocks)]
