@@ -51,7 +51,7 @@ FORMS: tuple[Form, ...] = (
     Form("conv", ("xd",), conv_candidates, 1.0,
          "nn.Conv*d, kernel/dilation/stride/padding recovered from the circulant's support"),
     Form("graph_polynomial", ("graph",), graph_polynomial_candidates, 1.0,
-         "sum_j A^j h W_j: message passing with the fixed propagation matrix"),
+         "sum_j p_j(A) h W_j (powers or Chebyshev polynomials of A): message passing over the graph's edges"),
     Form("spectral", ("xd",), spectral_candidates, 2.0,
          "FNO-style: per-frequency channel mixing on the fewest low modes within tol"),
     Form("fft", ("xd",), fft_candidates, 4.5, "every mode, through real FFTs", "fallback"),

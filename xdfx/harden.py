@@ -9,7 +9,6 @@ snapped onto its nearest cheap form instead (``snap``), for :func:`xdfx.finetune
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, Sequence
 
 import torch
@@ -21,7 +20,7 @@ from .forms import SNAP_MODES, candidates, choose, wants_snap
 from .ops import XDConv
 from .ops.graph import XDGraphConv
 from .passes.harden_context import Candidate, LayerContext, core_views, stored_numbers, xd_flops
-from .passes.relax_conv_variants import put_hooks, take_hooks
+from .passes.relax_conv_variants import deepcopy_memo, put_hooks, take_hooks
 from .records import HardenRecord, HardenReport, Report, attach
 from .relax import drop_dead_attributes
 
@@ -68,7 +67,7 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         raise XdfxInputError("the model has no XD layers to harden: pass the output of xdfx.relax")
     check_finite(model, list(model.parameters()), "harden a checkpoint from before the divergence (lower the "
                  "architecture learning rate)")
-    gm = copy.deepcopy(model)
+    gm = copy.deepcopy(model, deepcopy_memo(model))  # memo: CSR buffers (a graph), which deepcopy refuses
     hooks = {name: take_hooks(gm.get_submodule(name)) for name in names}  # off while layers are measured
     inputs = as_inputs(example_inputs) if example_inputs is not None else None
     probes = capture_inputs(gm, names, inputs) if inputs is not None else {}
@@ -122,8 +121,7 @@ def _context(gm: nn.Module, name: str, layer: nn.Module, args: tuple | None, tol
 
 def _flops(layer: nn.Module, ctx: LayerContext) -> float:
     if isinstance(layer, XDGraphConv):
-        c = layer.weight.shape[:2]
-        return 4.0 * layer.nodes ** 2 * max(c) + 2.0 * layer.nodes * math.prod(c)
+        return layer.flops()
     return xd_flops(layer)
 
 

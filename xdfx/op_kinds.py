@@ -21,6 +21,7 @@ from .passes.relax_conv import relax_conv_functions, relax_conv_modules
 from .passes.relax_conv_variants import is_plain_conv_subclass
 from .passes.relax_graphconv import relax_graph_convs
 from .passes.relax_pool import relax_pools
+from .passes.relax_pyg import is_other_pyg_layer, is_pyg_conv, relax_pyg_convs
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ OP_KINDS: tuple[OpKind, ...] = (
            functions=(F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
                       F.adaptive_avg_pool3d),
            relax=relax_pools, restore="pool"),
+    # PyTorch Geometric layers, kept whole by tracing and relaxed on the example call's graph
+    OpKind("pyg_conv", module_test=is_pyg_conv, relax=relax_pyg_convs, restore="graph_polynomial"),
+    OpKind("pyg_other", module_test=is_other_pyg_layer,
+           kept_because="PyG layer that is not a fixed linear operator on the graph (attention, max or learned "
+                        "aggregation) or not supported yet: kept whole"),
     OpKind("graph_conv", functions=(operator.matmul, torch.matmul, torch.mm, torch.sparse.mm, torch.spmm),
            relax=relax_graph_convs, restore="graph_polynomial"),
     OpKind("max_pool",

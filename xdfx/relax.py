@@ -89,7 +89,7 @@ def relax(
     convs = conv_modules(root)
     with HookStash(root) as stash:  # hooks off while shapes and probes run; back on (or on the XD layers) after
         leaf_shapes = propagate_shapes(gm, inputs, leaf_watch_list(gm, traced.leaves, OP_KINDS))
-        ctx = RelaxContext(gm, config, traced.leaves, leaf_shapes)
+        ctx = RelaxContext(gm, config, traced.leaves, leaf_shapes, inputs=inputs)
         if max_kernel_size is None:
             sites, other = conv_sites(ctx, OP_KINDS)
             ctx.plan = plan_budget([s for s in sites if config.selects(s.name, s.module)], other, budget)

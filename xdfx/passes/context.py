@@ -57,6 +57,7 @@ class RelaxContext:
     records: list[LayerRecord] = field(default_factory=list)
     used_names: dict[str, bool] = field(default_factory=dict)
     plan: Any = None  # the budget's xdfx.budget.Plan: each conv's kernel cap
+    inputs: tuple = ()  # the example call's arguments (passes that need values, not shapes: fixed graphs)
 
     def cap(self, name: str):
         """The kernel cap of conv ``name``: taps per axis, None for full growth, or "keep"."""

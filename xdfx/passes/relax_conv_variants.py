@@ -150,13 +150,17 @@ def _install(m: nn.Module, hooks: dict[str, OrderedDict], full_backward: bool | 
 
 def deepcopy_memo(model: nn.Module) -> dict[int, torch.Tensor]:
     """``copy.deepcopy`` memo entries for the weights that old-style ``weight_norm`` /
-    ``spectral_norm`` hooks computed (non-leaf tensors, which deepcopy refuses): detached copies."""
+    ``spectral_norm`` hooks computed (non-leaf tensors, which deepcopy refuses): detached copies;
+    and clones of compressed sparse buffers, which deepcopy cannot copy either."""
     memo = {}
     for m in model.modules():
         for hook in m._forward_pre_hooks.values():
             t = getattr(m, hook.name, None) if isinstance(hook, _REPARAM_HOOKS) else None
             if isinstance(t, torch.Tensor) and not t.is_leaf:
                 memo[id(t)] = t.detach().clone()
+        for t in m._buffers.values():  # CSR/CSC adjacency buffers: deepcopy cannot copy their storage
+            if isinstance(t, torch.Tensor) and t.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr):
+                memo[id(t)] = t.clone()
     return memo
 
 

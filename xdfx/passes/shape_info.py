@@ -41,7 +41,9 @@ def propagate_shapes(
         return seen
     except Exception as err:  # noqa: BLE001 - any failure on fake tensors: retry on real ones
         log.debug("shape propagation on fake tensors failed (%s: %s); running the example inputs", type(err).__name__, err)
-    twin = copy.deepcopy(gm)
+    from .relax_conv_variants import deepcopy_memo  # here: that module imports this one's users
+
+    twin = copy.deepcopy(gm, deepcopy_memo(gm))  # memo: CSR buffers, which deepcopy refuses
     try:
         with _recording(twin, watch) as seen, torch.no_grad(), _stderr_to_log():
             ShapeProp(twin).propagate(*example_inputs)
