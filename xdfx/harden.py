@@ -57,6 +57,8 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         Standard ops only; ``.xdfx_report`` (a :class:`~xdfx.records.HardenReport`) says per layer
         what was chosen, its error, FLOPs and stored numbers before and after, and the runner-up.
     """
+    if not isinstance(tol, (int, float)) or not 0.0 <= tol < math.inf:  # NaN fails both comparisons
+        raise XdfxInputError(f"tol is the relative error accepted per layer, a finite number >= 0 (e.g. 1e-4); got {tol}")
     if snap not in SNAP_MODES:
         raise XdfxInputError(f"snap must be one of {SNAP_MODES}, got {snap!r}")
     if not 0.0 < energy <= 1.0:
@@ -71,7 +73,11 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
     gm = copy.deepcopy(model)
     hooks = {name: take_hooks(gm.get_submodule(name)) for name in names}  # off while layers are measured
     inputs = as_inputs(example_inputs) if example_inputs is not None else None
+    if inputs is not None:
+        _check_calibration(inputs)
     probes = capture_inputs(gm, names, inputs) if inputs is not None else {}
+    for name, args in probes.items():
+        _check_probe(name, gm.get_submodule(name), args[0])
     origins = getattr(model, "xdfx_report", None)
     origins = origins.origins() if isinstance(origins, Report) else {}
     records = []
@@ -106,6 +112,34 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
             report.end_to_end_error = relative_error(gm(*inputs), model(*inputs))
     attach(gm, "xdfx_report", report)
     return gm
+
+
+def _check_calibration(inputs: tuple) -> None:
+    """Refuse example inputs with an empty batch: no layer would see any activation."""
+    for i, t in enumerate(inputs):
+        if isinstance(t, torch.Tensor) and t.numel() == 0:
+            raise XdfxInputError(
+                f"example_inputs[{i}] is empty (shape {tuple(t.shape)}): harden measures every form on the "
+                "activations it produces; pass a batch of real inputs, or example_inputs=None for random probes"
+            )
+
+
+def _check_probe(name: str, layer: nn.Module, x: torch.Tensor) -> None:
+    """Refuse activations that cannot tell forms apart: NaN or inf (every error is NaN), or constant
+    over space (only the zero frequency is probed, so 'zero' or any form passes)."""
+    if not torch.isfinite(x).all():
+        raise XdfxInputError(
+            f"layer {name!r} sees NaN or infinite activations on example_inputs, so no form can be measured; "
+            "pass finite calibration inputs (a batch of real data), or find where the NaN comes from"
+        )
+    d = layer.spatial_dims if isinstance(layer, XDConv) else 0
+    spatial = x.flatten(-d) if d else x.reshape(1, -1)
+    if spatial.shape[-1] > 1 and bool((spatial.amax(-1) == spatial.amin(-1)).all()):
+        raise XdfxInputError(
+            f"layer {name!r} sees activations that are constant{' over space' if d else ''} on example_inputs "
+            f"(e.g. {float(x.flatten()[0]):g}), which cannot tell its forms apart; calibrate on a batch of real "
+            "inputs, or pass example_inputs=None for random probes"
+        )
 
 
 def _context(gm: nn.Module, name: str, layer: nn.Module, args: tuple | None, tol: float, origin) -> LayerContext:
