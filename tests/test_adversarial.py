@@ -33,7 +33,8 @@ def net() -> nn.Module:
 
 def snapshot(model: nn.Module) -> tuple:
     """Everything a mutation could touch: tensors (values, dtype, device), module tree, flags, hooks."""
-    state = {k: (v.detach().clone(), v.dtype, v.device) for k, v in model.state_dict(keep_vars=True).items()}
+    state = {k: (v if isinstance(v, nn.parameter.UninitializedParameter) else v.detach().clone(), v.dtype, v.device)
+             for k, v in model.state_dict(keep_vars=True).items()}
     flags = tuple((n, m.training) for n, m in model.named_modules())
     hooks = tuple((n, len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in model.named_modules())
     return state, repr(model), flags, hooks
@@ -46,7 +47,8 @@ def assert_unchanged(model: nn.Module, before: tuple) -> None:
     for k, (v, dtype, device) in state.items():
         ov, odtype, odevice = old_state[k]
         assert dtype == odtype and device == odevice, k
-        assert v.is_meta or torch.equal(v, ov), f"{k} changed"
+        lazy = isinstance(v, nn.parameter.UninitializedParameter)
+        assert v.is_meta or (lazy and ov is v) or (not lazy and torch.equal(v, ov)), f"{k} changed"
     assert (tree, flags, hooks) == (old_tree, old_flags, old_hooks)
 
 
@@ -167,7 +169,7 @@ def test_smaller_input_at_an_adaptive_pool_says_which_sizes_work() -> None:
 def test_half_and_bfloat16_models_relax_and_harden(dtype) -> None:
     model = net().to(dtype)
     before = snapshot(model)
-    x = X.to(dtype)
+    x = X[..., :8, :8].to(dtype)  # small: harden's snapped forms search tap boxes
     relaxed = xdfx.relax(model, x)
     hard = xdfx.harden(relaxed, example_inputs=x, tol=1e-2)
     eps = torch.finfo(dtype).eps

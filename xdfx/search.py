@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .common import check_finite
+from .common import check_finite, check_writable
 from .errors import XdfxError, XdfxInputError
 from .params import arch_parameters, model_parameters
 
@@ -165,6 +165,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, opt: SearchOptimi
     path = Path(path)
     payload = {"format": "xdfx-checkpoint-1", "model": model.state_dict(), "epoch": epoch,
                "optimizers": None if opt is None else opt.state_dict(), "history": history or {}}
+    check_writable(path, "the checkpoint")
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
