@@ -172,6 +172,7 @@ def test_half_and_bfloat16_models_relax_and_harden(dtype) -> None:
     x = X[..., :8, :8].to(dtype)  # small: harden's snapped forms search tap boxes
     relaxed = xdfx.relax(model, x)
     hard = xdfx.harden(relaxed, example_inputs=x, tol=1e-2)
+    assert [r.form for r in hard.xdfx_report] == ["conv", "conv"]  # not a float32 conv that refuses half inputs
     eps = torch.finfo(dtype).eps
     with torch.no_grad():
         y = model(x).float()
@@ -225,18 +226,19 @@ def test_harden_refuses_nan_in_one_pixel(relaxed) -> None:
 
 def test_harden_and_report_of_a_train_mode_model_change_nothing(tmp_path) -> None:
     model = net().train()
-    relaxed = xdfx.relax(model, X).train()
+    x = X[..., :8, :8]  # small: the report draws a figure per layer
+    relaxed = xdfx.relax(model, x).train()
     before = snapshot(relaxed)
-    hard = xdfx.harden(relaxed, example_inputs=X)
+    hard = xdfx.harden(relaxed, example_inputs=x)
     assert_unchanged(relaxed, before)
     # the reported end-to-end error is the eval-mode models' error
     with torch.no_grad():
-        ref = copy.deepcopy(relaxed).eval()(X)
-        got = copy.deepcopy(hard).eval()(X)
+        ref = copy.deepcopy(relaxed).eval()(x)
+        got = copy.deepcopy(hard).eval()(x)
     err = float((got - ref).abs().max() / ref.abs().max())
     assert hard.xdfx_report.end_to_end_error == pytest.approx(err, rel=1e-3, abs=1e-9)
     assert err < 1e-5
-    xdfx.report(relaxed, tmp_path / "report", example_inputs=X)
+    xdfx.report(relaxed, tmp_path / "report", example_inputs=x)
     assert_unchanged(relaxed, before)
     assert relaxed.training and relaxed.get_submodule("1").training
 

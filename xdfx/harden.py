@@ -19,6 +19,7 @@ from .common import as_inputs, attribute, capture_inputs, check_finite, eval_mod
 from .errors import XdfxInputError
 from .forms import SNAP_MODES, candidates, choose, wants_snap
 from .ops import XDConv
+from .ops.circular import CircularLayer
 from .ops.graph import XDGraphConv
 from .passes.harden_context import Candidate, LayerContext, core_views, stored_numbers, xd_flops
 from .passes.relax_conv_variants import put_hooks, take_hooks
@@ -85,12 +86,12 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         layer = gm.get_submodule(name)
         ctx = _context(gm, name, layer, probes.get(name), tol, origins.get(name))
         ctx.energy = energy
-        cands = candidates(ctx)
+        cands = _in_dtype(candidates(ctx), ctx.probes[0].dtype)
         for c in cands:
             c.error = ctx.measure(c)
         best, runner = choose(cands, tol)
         if snap == "always" or (snap == "auto" and wants_snap(best, tol)):
-            snapped = candidates(ctx, snapped=True)  # built only where they may win
+            snapped = _in_dtype(candidates(ctx, snapped=True), ctx.probes[0].dtype)  # built only where they may win
             for c in snapped:
                 c.error = ctx.measure(c)
             best, runner = choose(cands + snapped, tol, snap)
@@ -112,6 +113,17 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
             report.end_to_end_error = relative_error(gm(*inputs), model(*inputs))
     attach(gm, "xdfx_report", report)
     return gm
+
+
+def _in_dtype(cands: list[Candidate], dtype: torch.dtype) -> list[Candidate]:
+    """Plain torch forms (convs, pools) of a half layer in its dtype: taps read off a float32 spectrum
+    would make a float32 conv that refuses the layer's float16 input (XD-based forms upcast inside)."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return cands
+    for c in cands:
+        if c.module is not None and not any(isinstance(m, CircularLayer) for m in c.module.modules()):
+            c.module.to(dtype)
+    return cands
 
 
 def _check_calibration(inputs: tuple) -> None:
