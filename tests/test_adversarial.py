@@ -437,3 +437,24 @@ def test_finetune_refuses_an_empty_loader_and_stops_on_a_nan_loss(hardened) -> N
     with pytest.raises(XdfxError) as info:
         xdfx.finetune(model, [(X, torch.full((2, 4, 16, 16), math.nan))], F.mse_loss, epochs=1, progress=False)
     assert_clear(info.value, "nan", "epoch 1, step 1", "learning rate")
+
+
+# ---------------------------------------------------------------------------------- arguments
+def test_bad_arguments_are_input_errors_that_say_what_is_expected(relaxed, hardened) -> None:
+    model = net()
+    before, before_relaxed = snapshot(model), snapshot(relaxed)
+    y = torch.randn(2, 4, 16, 16)
+    cases = [
+        (lambda: xdfx.relax(model, X, arch="bogus"), ["arch", "'bogus'", "'fixed'"]),
+        (lambda: xdfx.relax(model, X, max_kernel_size=0), ["max_kernel_size", ">= 1"]),
+        (lambda: xdfx.optimizers(relaxed, arch_lr=-1.0), ["arch_lr", "-1.0"]),
+        (lambda: xdfx.search(relaxed, [(X, y)], F.mse_loss, 1.5, progress=False), ["epochs", "1.5"]),
+        (lambda: xdfx.finetune(copy.deepcopy(hardened), [(X, y)], F.mse_loss, epochs=1, lr=math.nan), ["lr", "nan"]),
+        (lambda: xdfx.harden(relaxed, example_inputs=[1, 2]), ["example_inputs", "TypeError", "tuple"]),
+    ]
+    for call, words in cases:
+        with pytest.raises(XdfxInputError) as info:
+            call()
+        assert_clear(info.value, *words)
+    assert_unchanged(model, before)
+    assert_unchanged(relaxed, before_relaxed)

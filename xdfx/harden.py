@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from typing import Any, Sequence
 
 import torch
 from torch import fx, nn
 
 from .common import as_inputs, attribute, capture_inputs, check_finite, eval_mode, graph_nodes_calling, relative_error, xd_layers
-from .errors import XdfxInputError
+from .errors import XdfxError, XdfxInputError
 from .forms import SNAP_MODES, candidates, choose, wants_snap
 from .ops import XDConv
 from .ops.circular import CircularLayer
@@ -58,7 +59,7 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         Standard ops only; ``.xdfx_report`` (a :class:`~xdfx.records.HardenReport`) says per layer
         what was chosen, its error, FLOPs and stored numbers before and after, and the runner-up.
     """
-    if not isinstance(tol, (int, float)) or not 0.0 <= tol < math.inf:  # NaN fails both comparisons
+    if not isinstance(tol, numbers.Real) or not 0.0 <= tol < math.inf:  # NaN fails both comparisons
         raise XdfxInputError(f"tol is the relative error accepted per layer, a finite number >= 0 (e.g. 1e-4); got {tol}")
     if snap not in SNAP_MODES:
         raise XdfxInputError(f"snap must be one of {SNAP_MODES}, got {snap!r}")
@@ -76,7 +77,7 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
     inputs = as_inputs(example_inputs) if example_inputs is not None else None
     if inputs is not None:
         _check_calibration(inputs)
-    probes = capture_inputs(gm, names, inputs) if inputs is not None else {}
+    probes = _capture(gm, names, inputs) if inputs is not None else {}
     for name, args in probes.items():
         _check_probe(name, gm.get_submodule(name), args[0])
     origins = getattr(model, "xdfx_report", None)
@@ -124,6 +125,21 @@ def _in_dtype(cands: list[Candidate], dtype: torch.dtype) -> list[Candidate]:
         if c.module is not None and not any(isinstance(m, CircularLayer) for m in c.module.modules()):
             c.module.to(dtype)
     return cands
+
+
+def _capture(gm: nn.Module, names: list[str], inputs: tuple) -> dict[str, tuple]:
+    """Each XD layer's arguments on ``inputs``; a model that refuses them raises an xdfx error."""
+    try:
+        return capture_inputs(gm, names, inputs)
+    except XdfxError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the user's model refused the inputs: say so, without our frames
+        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in inputs]
+        raise XdfxInputError(
+            f"running the relaxed model on example_inputs ({shapes}) failed: {type(err).__name__}: "
+            f"{(str(err).strip().splitlines() or [''])[0]}. Pass the forward arguments the model takes (a tensor, "
+            "or a tuple with one entry per argument)"
+        ) from err
 
 
 def _check_calibration(inputs: tuple) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import numbers
 import re
 from typing import Any, Sequence
 
@@ -82,6 +83,10 @@ def relax(
     already = list(xd_layers(model))
     if already:
         raise XdfxInputError(f"the model is already relaxed (XD layers at {already[:3]}); relax the original model")
+    if arch not in ("monarch", "fixed"):
+        raise XdfxInputError(f"arch must be 'monarch' (learnable K, L, M) or 'fixed' (plain FFTs), got {arch!r}")
+    if max_kernel_size is not None and (not isinstance(max_kernel_size, numbers.Integral) or max_kernel_size < 1):
+        raise XdfxInputError(f"max_kernel_size caps the kernel taps per axis: an int >= 1 or None, got {max_kernel_size!r}")
     if budget is not None and not isinstance(budget, Budget):
         raise XdfxInputError(f"budget must be an xdfx.Budget or None, got {type(budget).__name__}")
     config = RelaxConfig(arch=arch, max_kernel_size=max_kernel_size, include=tuple(include), exclude=tuple(exclude),

@@ -9,6 +9,7 @@ frozen; the architecture learning rate follows the model's schedule.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import tempfile
 import time
@@ -136,6 +137,8 @@ def optimizers(
     frequency ``f``: high frequencies fade unless the loss keeps them, so the search prefers
     low-pass (FNO-like) operators that :func:`xdfx.harden` can truncate to few modes.
     """
+    if not 0.0 <= arch_lr < math.inf:  # NaN fails both
+        raise XdfxInputError(f"arch_lr must be a finite number >= 0, got {arch_lr}")
     weights, arch = model_parameters(model), arch_parameters(model)
     make_model = model_optimizer or (lambda p: torch.optim.Adam(p, lr=1e-3))
     make_arch = arch_optimizer or (lambda p: torch.optim.Adam(p, lr=arch_lr))
@@ -266,8 +269,8 @@ def search(
     ``XdfxError`` naming the epoch, the step and what to change; a loader that yields no batch,
     with an ``XdfxInputError``.
     """
-    if epochs < 1:
-        raise XdfxInputError(f"epochs must be >= 1, got {epochs}")
+    if not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise XdfxInputError(f"epochs must be an int >= 1, got {epochs!r}")
     if max_steps is not None and max_steps < 1:
         raise XdfxInputError(f"max_steps must be >= 1, got {max_steps}")
     device = next(model.parameters()).device

@@ -121,7 +121,7 @@ def _describe_node(gm: fx.GraphModule, text: str) -> str:
     if node.op == "call_module":
         return f"layer {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
     target = getattr(node.target, "__name__", str(node.target))
-    return f"{target}() (graph node {node.name!r})"
+    return f"node {node.name!r} (a call to {target})"
 
 
 def input_shape(node: fx.Node) -> torch.Size:
