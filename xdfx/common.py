@@ -127,7 +127,8 @@ class FiniteCheck:
         self.name = name
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
-        if torch.compiler.is_compiling() or torch.jit.is_tracing():  # no data-dependent raise in a graph
+        exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+        if exporting or torch.compiler.is_compiling() or torch.jit.is_tracing():  # no data-dependent raise in a graph
             return
         x = args[0] if args else None
         if isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):

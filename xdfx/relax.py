@@ -150,10 +150,14 @@ def _check_batched(gm: fx.GraphModule) -> None:
         fn = node.target if node.op == "call_function" else None
         if not any(k.relax is not None and (k.matches_module(module) or k.matches_function(fn)) for k in OP_KINDS):
             continue
-        d = re.search(r"([123])d$", type(module).__name__ if module is not None else getattr(fn, "__name__", ""))
+        if isinstance(module, nn.modules.conv._ConvNd):  # subclasses keep the kernel, not the name
+            d = len(module.kernel_size)
+        else:
+            found = re.search(r"([123])d$", type(module).__name__ if module is not None else getattr(fn, "__name__", ""))
+            d = int(found.group(1)) if found else None
         arg = node.args[0] if node.args else None
         meta = arg.meta.get("tensor_meta") if isinstance(arg, fx.Node) else None
-        if d and meta is not None and hasattr(meta, "shape") and len(meta.shape) == int(d.group(1)) + 1:
+        if d and meta is not None and hasattr(meta, "shape") and len(meta.shape) == d + 1:
             what = f"layer {node.target!r} ({type(module).__name__})" if module is not None else f"{fn.__name__} ({node.name})"
             raise XdfxShapeError(
                 f"{what} gets an unbatched input of shape {tuple(meta.shape)}; xdfx relaxes batched layers only: "
