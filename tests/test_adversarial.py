@@ -126,6 +126,19 @@ def test_empty_batch_at_run_time_gives_an_empty_output(relaxed, hardened) -> Non
         for model in (relaxed, hardened):
             y = model(X[:0])
             assert y.shape == (0, 4, 16, 16)
+    # the FFT-based forms (fft, frozen) too: a kernel grown past any conv, hardened at tol 0
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(2, 4, 5, padding=2, padding_mode="circular"), nn.ReLU(), nn.AvgPool1d(2)).eval()
+    x = torch.randn(2, 2, 32)
+    for arch in ("fixed", "monarch"):
+        grown = xdfx.relax(model, x, arch=arch)
+        with torch.no_grad():
+            for p in grown.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        hard = xdfx.harden(grown, example_inputs=x, tol=0.0, snap="never")
+        assert {r.form for r in hard.xdfx_report} <= {"fft", "frozen"}
+        with torch.no_grad():
+            assert grown(x[:0]).shape == hard(x[:0]).shape == (0, 4, 16)
 
 
 def test_harden_refuses_an_empty_calibration_batch(relaxed, capfd) -> None:

@@ -268,8 +268,6 @@ class XDConv(CircularLayer):
     def forward(
         self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if x.dim() == self.spatial_dims + 2 and x.shape[0] == 0:  # MKL's FFT rejects a batch of 0: run one, keep none
-            return self.apply_diagonal(x.new_zeros(1, *x.shape[1:]), self.diagonal(weight), self.bias if bias is None else bias)[:0]
         return self.apply_diagonal(x, self.diagonal(weight), self.bias if bias is None else bias)
 
     def apply_diagonal(self, x: torch.Tensor, diag: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
