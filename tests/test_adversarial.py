@@ -261,6 +261,7 @@ def test_nan_spreads_through_an_xd_layer_and_check_finite_names_the_layer(capfd)
     """One NaN pixel makes every output of a relaxed conv NaN (the FFT mixes all positions);
     relax(check_finite=True) stops at the first XD layer fed NaN or inf."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)).eval()
+    before = snapshot(model)
     x = X.clone()
     x[0, 0, 5, 5] = math.nan
     plain = xdfx.relax(model, X)
@@ -277,6 +278,7 @@ def test_nan_spreads_through_an_xd_layer_and_check_finite_names_the_layer(capfd)
     hard = xdfx.harden(checked, example_inputs=X)
     with torch.no_grad():
         assert torch.equal(hard(X), xdfx.harden(plain, example_inputs=X)(X))
+    assert_unchanged(model, before)  # the checks sit on the relaxed copy's layers only
     assert_quiet(capfd)
 
 

@@ -58,6 +58,13 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
     fx.GraphModule
         Standard ops only; ``.xdfx_report`` (a :class:`~xdfx.records.HardenReport`) says per layer
         what was chosen, its error, FLOPs and stored numbers before and after, and the runner-up.
+
+    Raises
+    ------
+    XdfxInputError
+        ``tol`` is not a finite number >= 0, or ``example_inputs`` cannot calibrate: an empty
+        batch, inputs the model refuses, or a layer (named) whose activations hold NaN or inf or are
+        constant over space (all-zero or constant inputs), which cannot tell its forms apart.
     """
     if not isinstance(tol, numbers.Real) or not 0.0 <= tol < math.inf:  # NaN fails both comparisons
         raise XdfxInputError(f"tol is the relative error accepted per layer, a finite number >= 0 (e.g. 1e-4); got {tol}")
