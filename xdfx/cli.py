@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .common import check_writable
 from .errors import XdfxError, XdfxInputError
 
 
@@ -141,6 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     commands = {"relax": _cmd_relax, "harden": _cmd_harden, "export": _cmd_export, "report": _cmd_report, "demo": _cmd_demo}
     try:
+        if not 0.0 <= getattr(args, "tol", 0.0) < float("inf"):  # NaN fails both
+            raise XdfxInputError(f"--tol is the relative error accepted per layer, a finite number >= 0; got {args.tol}")
+        for flag, what in (("out", "--out"), ("save", "--save")):  # before minutes of relaxing, not after
+            if getattr(args, flag, None):
+                check_writable(getattr(args, flag), what)
         return commands[args.command](args)
     except XdfxError as err:
         print(f"xdfx: error: {err}", file=sys.stderr)

@@ -107,6 +107,38 @@ def check_finite(model: nn.Module, parameters: Sequence[nn.Parameter], advice: s
             raise XdfxError(f"parameter {names.get(id(p), '?')!r} has NaN or infinite entries; {advice}")
 
 
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Raise an ``XdfxError`` unless ``path`` can be created: its nearest existing ancestor must be a
+    writable folder (checked before any work, so a long run does not fail at its last step)."""
+    target = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(target)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        why = "is not a folder" if not os.path.isdir(parent) else "is not writable"
+        raise XdfxError(f"cannot write {what} {os.fspath(path)!r}: {parent!r} {why}; pass a path in a writable folder")
+
+
+class FiniteCheck:
+    """Forward pre-hook of ``relax(check_finite=True)``: NaN or inf fed to an XD layer raise an
+    ``XdfxInputError`` naming it (a class, so that relaxed models still deepcopy and pickle)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+        if exporting or torch.compiler.is_compiling() or torch.jit.is_tracing():  # no data-dependent raise in a graph
+            return
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise XdfxInputError(
+                f"layer {self.name!r} was fed NaN or infinite values (relax(..., check_finite=True)); through its "
+                "FFTs one NaN would reach every output of its sample. Find where they come from upstream of this "
+                "layer, or clean the input"
+            )
+
+
 def _sync(device: torch.device | None) -> None:
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -81,6 +81,8 @@ def finetune(
     XdfxError
         The loss became NaN or infinite (naming the epoch and step).
     """
+    if opt is None and not 0.0 < lr < math.inf:  # NaN fails both
+        raise XdfxInputError(f"lr must be a finite number > 0 (default 3e-5), got {lr}")
     if epochs is None and steps is None:
         raise XdfxInputError("finetune needs a budget: epochs=..., steps=... or both")
     if arch_parameters(model):

@@ -9,15 +9,18 @@ snapped onto its nearest cheap form instead (``snap``), for :func:`xdfx.finetune
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from typing import Any, Sequence
 
 import torch
 from torch import fx, nn
 
 from .common import as_inputs, attribute, capture_inputs, check_finite, eval_mode, graph_nodes_calling, relative_error, xd_layers
-from .errors import XdfxInputError
+from .errors import XdfxError, XdfxInputError
 from .forms import SNAP_MODES, candidates, choose, wants_snap
 from .ops import XDConv
+from .ops.circular import CircularLayer
 from .ops.graph import XDGraphConv
 from .passes.harden_context import Candidate, LayerContext, core_views, stored_numbers, xd_flops
 from .passes.relax_conv_variants import deepcopy_memo, put_hooks, take_hooks
@@ -55,7 +58,16 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
     fx.GraphModule
         Standard ops only; ``.xdfx_report`` (a :class:`~xdfx.records.HardenReport`) says per layer
         what was chosen, its error, FLOPs and stored numbers before and after, and the runner-up.
+
+    Raises
+    ------
+    XdfxInputError
+        ``tol`` is not a finite number >= 0, or ``example_inputs`` cannot calibrate: an empty
+        batch, inputs the model refuses, or a layer (named) whose activations hold NaN or inf or are
+        constant over space (all-zero or constant inputs), which cannot tell its forms apart.
     """
+    if not isinstance(tol, numbers.Real) or not 0.0 <= tol < math.inf:  # NaN fails both comparisons
+        raise XdfxInputError(f"tol is the relative error accepted per layer, a finite number >= 0 (e.g. 1e-4); got {tol}")
     if snap not in SNAP_MODES:
         raise XdfxInputError(f"snap must be one of {SNAP_MODES}, got {snap!r}")
     if not 0.0 < energy <= 1.0:
@@ -70,7 +82,11 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
     gm = copy.deepcopy(model, deepcopy_memo(model))  # memo: CSR buffers (a graph), which deepcopy refuses
     hooks = {name: take_hooks(gm.get_submodule(name)) for name in names}  # off while layers are measured
     inputs = as_inputs(example_inputs) if example_inputs is not None else None
-    probes = capture_inputs(gm, names, inputs) if inputs is not None else {}
+    if inputs is not None:
+        _check_calibration(inputs)
+    probes = _capture(gm, names, inputs) if inputs is not None else {}
+    for name, args in probes.items():
+        _check_probe(name, gm.get_submodule(name), args[0])
     origins = getattr(model, "xdfx_report", None)
     origins = origins.origins() if isinstance(origins, Report) else {}
     records = []
@@ -78,12 +94,12 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         layer = gm.get_submodule(name)
         ctx = _context(gm, name, layer, probes.get(name), tol, origins.get(name))
         ctx.energy = energy
-        cands = candidates(ctx)
+        cands = _in_dtype(candidates(ctx), ctx.probes[0].dtype)
         for c in cands:
             c.error = ctx.measure(c)
         best, runner = choose(cands, tol)
         if snap == "always" or (snap == "auto" and wants_snap(best, tol)):
-            snapped = candidates(ctx, snapped=True)  # built only where they may win
+            snapped = _in_dtype(candidates(ctx, snapped=True), ctx.probes[0].dtype)  # built only where they may win
             for c in snapped:
                 c.error = ctx.measure(c)
             best, runner = choose(cands + snapped, tol, snap)
@@ -105,6 +121,60 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
             report.end_to_end_error = relative_error(gm(*inputs), model(*inputs))
     attach(gm, "xdfx_report", report)
     return gm
+
+
+def _in_dtype(cands: list[Candidate], dtype: torch.dtype) -> list[Candidate]:
+    """Plain torch forms (convs, pools) of a half layer in its dtype: taps read off a float32 spectrum
+    would make a float32 conv that refuses the layer's float16 input (XD-based forms upcast inside)."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return cands
+    for c in cands:
+        if c.module is not None and not any(isinstance(m, CircularLayer) for m in c.module.modules()):
+            c.module.to(dtype)
+    return cands
+
+
+def _capture(gm: nn.Module, names: list[str], inputs: tuple) -> dict[str, tuple]:
+    """Each XD layer's arguments on ``inputs``; a model that refuses them raises an xdfx error."""
+    try:
+        return capture_inputs(gm, names, inputs)
+    except XdfxError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the user's model refused the inputs: say so, without our frames
+        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in inputs]
+        raise XdfxInputError(
+            f"running the relaxed model on example_inputs ({shapes}) failed: {type(err).__name__}: "
+            f"{(str(err).strip().splitlines() or [''])[0]}. Pass the forward arguments the model takes (a tensor, "
+            "or a tuple with one entry per argument)"
+        ) from err
+
+
+def _check_calibration(inputs: tuple) -> None:
+    """Refuse example inputs with an empty batch: no layer would see any activation."""
+    for i, t in enumerate(inputs):
+        if isinstance(t, torch.Tensor) and t.numel() == 0:
+            raise XdfxInputError(
+                f"example_inputs[{i}] is empty (shape {tuple(t.shape)}): harden measures every form on the "
+                "activations it produces; pass a batch of real inputs, or example_inputs=None for random probes"
+            )
+
+
+def _check_probe(name: str, layer: nn.Module, x: torch.Tensor) -> None:
+    """Refuse activations that cannot tell forms apart: NaN or inf (every error is NaN), or constant
+    over space (only the zero frequency is probed, so 'zero' or any form passes)."""
+    if not torch.isfinite(x).all():
+        raise XdfxInputError(
+            f"layer {name!r} sees NaN or infinite activations on example_inputs, so no form can be measured; "
+            "pass finite calibration inputs (a batch of real data), or find where the NaN comes from"
+        )
+    d = layer.spatial_dims if isinstance(layer, XDConv) else 0
+    spatial = x.flatten(-d) if d else x.reshape(1, -1)
+    if spatial.shape[-1] > 1 and bool((spatial.amax(-1) == spatial.amin(-1)).all()):
+        raise XdfxInputError(
+            f"layer {name!r} sees activations that are constant{' over space' if d else ''} on example_inputs "
+            f"(e.g. {float(x.flatten()[0]):g}), which cannot tell its forms apart; calibrate on a batch of real "
+            "inputs, or pass example_inputs=None for random probes"
+        )
 
 
 def _context(gm: nn.Module, name: str, layer: nn.Module, args: tuple | None, tol: float, origin) -> LayerContext:

@@ -9,6 +9,7 @@ frozen; the architecture learning rate follows the model's schedule.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import tempfile
 import time
@@ -19,7 +20,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .common import check_finite
+from .common import check_finite, check_writable
 from .errors import XdfxError, XdfxInputError
 from .params import arch_parameters, model_parameters
 
@@ -136,6 +137,8 @@ def optimizers(
     frequency ``f``: high frequencies fade unless the loss keeps them, so the search prefers
     low-pass (FNO-like) operators that :func:`xdfx.harden` can truncate to few modes.
     """
+    if not 0.0 <= arch_lr < math.inf:  # NaN fails both
+        raise XdfxInputError(f"arch_lr must be a finite number >= 0, got {arch_lr}")
     weights, arch = model_parameters(model), arch_parameters(model)
     make_model = model_optimizer or (lambda p: torch.optim.Adam(p, lr=1e-3))
     make_arch = arch_optimizer or (lambda p: torch.optim.Adam(p, lr=arch_lr))
@@ -163,16 +166,21 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, opt: SearchOptimi
                     *, epoch: int = 0, history: dict | None = None) -> None:
     """Write model, optimizers, epoch and history atomically (a crash never leaves half a file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": "xdfx-checkpoint-1", "model": model.state_dict(), "epoch": epoch,
                "optimizers": None if opt is None else opt.state_dict(), "history": history or {}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
+    check_writable(path, "the checkpoint")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(fd)
         torch.save(payload, tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        raise XdfxError(f"cannot write the checkpoint {str(path)!r}: {err.strerror or err}; pass a path in a "
+                        "writable folder") from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 
@@ -181,12 +189,16 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, opt: SearchOptimi
     ``{"epoch", "history"}``. A corrupt or foreign file raises an ``XdfxError`` and changes nothing."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise XdfxError(f"checkpoint {str(path)!r} cannot be read ({type(err).__name__}: {err}); it is "
-                        "corrupt or not an xdfx checkpoint") from err
+    except Exception as err:  # torch's own message can run to 20 lines: its first line is enough
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise XdfxError(f"checkpoint {str(path)!r} cannot be read ({type(err).__name__}: {first}); it is "
+                        "corrupt, truncated or not an xdfx checkpoint: write it again with xdfx.save_checkpoint") from err
     if not isinstance(payload, dict) or payload.get("format") != "xdfx-checkpoint-1":
         raise XdfxError(f"{str(path)!r} is not an xdfx checkpoint (no 'format' marker)")
-    state = payload["model"]
+    state = payload.get("model")
+    if not isinstance(state, dict):
+        raise XdfxError(f"checkpoint {str(path)!r} holds no model state (its 'model' entry is "
+                        f"{type(state).__name__}); write it with xdfx.save_checkpoint(path, model)")
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     bad = [k for k in own if k in state and own[k].shape != state[k].shape]
@@ -199,7 +211,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, opt: SearchOptimi
     model.load_state_dict(state)
     if opt is not None and payload.get("optimizers") is not None:
         opt.load_state_dict(payload["optimizers"])
-    return {"epoch": int(payload["epoch"]), "history": payload.get("history", {})}
+    return {"epoch": int(payload.get("epoch", 0)), "history": payload.get("history", {})}
 
 
 # ------------------------------------------------------------------------------------ trainer
@@ -225,7 +237,10 @@ def evaluate(model: nn.Module, loader: Iterable, metric: Callable[[torch.Tensor,
             total += float(metric(model(x), y)) * n
             count += n
     model.train(was_training)
-    return total / max(count, 1)
+    if count == 0:
+        raise XdfxInputError("the validation loader (val_loader) yielded no batch: pass a loader over a non-empty "
+                             "dataset, or val_loader=None")
+    return total / count
 
 
 def search(
@@ -254,8 +269,8 @@ def search(
     ``XdfxError`` naming the epoch, the step and what to change; a loader that yields no batch,
     with an ``XdfxInputError``.
     """
-    if epochs < 1:
-        raise XdfxInputError(f"epochs must be >= 1, got {epochs}")
+    if not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise XdfxInputError(f"epochs must be an int >= 1, got {epochs!r}")
     if max_steps is not None and max_steps < 1:
         raise XdfxInputError(f"max_steps must be >= 1, got {max_steps}")
     device = next(model.parameters()).device
@@ -277,6 +292,7 @@ def search(
     if flush:  # late in training, denormal spectra make CPU steps crawl
         torch.set_flush_denormal(True)
     done = history["steps"][-1] if history["steps"] else 0
+    flags = [(m, m.training) for m in model.modules()]
     try:
         for epoch in range(start, epochs):
             if max_steps is not None and done >= max_steps:
@@ -332,6 +348,10 @@ def search(
                 scheduler.step()
             if checkpoint is not None:
                 save_checkpoint(checkpoint, model, opt, epoch=epoch + 1, history=history)
+    except BaseException:  # a refused loader or a diverged loss leaves the train/eval flags as they were
+        for m, flag in flags:
+            m.training = flag
+        raise
     finally:
         if flush:
             torch.set_flush_denormal(previous_flush)

@@ -17,7 +17,7 @@ import onnx as onnx_pkg  # the pip package: absolute import, not this module
 import torch
 from torch import nn
 
-from ..common import eval_mode, median_ms, model_device
+from ..common import check_writable, eval_mode, median_ms, model_device
 from ..errors import XdfxInputError
 from .compare import check_outputs, model_args, output_tensors, random_probe
 from .diagnose import explain, static_inputs
@@ -175,6 +175,7 @@ def onnx(
     if not isinstance(model, nn.Module):
         raise XdfxInputError(f"xdfx.export.onnx expects an nn.Module, got {type(model).__name__}")
     path = Path(path)
+    check_writable(path, "the ONNX file")  # before the export's work, not after it
     path.parent.mkdir(parents=True, exist_ok=True)
     args = model_args(model, example_inputs)
     with eval_mode(model):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import XdfxShapeError
+from ..errors import XdfxInputError, XdfxShapeError
 from .geometry import AxisGeometry
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -42,9 +42,12 @@ def full_precision(forward: Callable) -> Callable:
 
     @functools.wraps(forward)
     def wrapped(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if x.dim() == self.spatial_dims + 2 and x.shape[0] == 0:  # MKL's FFT rejects a batch of 0: run one, keep none
+            return wrapped(self, x.new_zeros(1, *x.shape[1:]), *args, **kwargs)[:0]
         device = x.device.type
         autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
         if not autocast and x.dtype not in LOW_PRECISION:
+            _check_dtype(self, x)
             return forward(self, x, *args, **kwargs)
         out = torch.get_autocast_dtype(device) if autocast and x.dtype != torch.float64 else x.dtype
         with torch.autocast(device, enabled=False):
@@ -52,6 +55,17 @@ def full_precision(forward: Callable) -> Callable:
         return as_dtype(y, out)
 
     return wrapped
+
+
+def _check_dtype(layer: nn.Module, x: torch.Tensor) -> None:
+    """Refuse a float32 input to a float64 layer and the reverse, as a conv does, naming the layer."""
+    full = (torch.float32, torch.float64)
+    ref = next((t.dtype for t in (*layer.parameters(), *layer.buffers()) if t.is_floating_point()), None)
+    if ref in full and x.dtype in full and x.dtype != ref:
+        raise XdfxInputError(
+            f"layer {getattr(layer, 'layer_name', '')!r} holds {ref} weights but was fed a {x.dtype} input: cast "
+            f"the input with x.to({ref}) or the model with model.to({x.dtype})"
+        )
 
 
 class CircularLayer(nn.Module):
@@ -146,8 +160,10 @@ class CircularLayer(nn.Module):
         if self.out_scale is not None:
             if y.shape[2:] != self.out_scale.shape:
                 raise XdfxShapeError(
-                    f"layer {self.layer_name!r} (a relaxed pooling) was built for outputs of size "
-                    f"{tuple(self.out_scale.shape)}, got {tuple(y.shape[2:])}; relax with inputs of this size"
+                    f"layer {self.layer_name!r} (a relaxed pooling) was built for inputs of size "
+                    f"{tuple(g.in_size for g in self.geometry)} and outputs of size {tuple(self.out_scale.shape)}, "
+                    f"got an input of size {tuple(g.conv_input_size(s) for g, s in zip(self.geometry, sizes))} (outputs {tuple(y.shape[2:])}); its windows hold for that "
+                    "input size only. Relax the model again with example inputs of the size you will use"
                 )
             y = y * as_dtype(self.out_scale, y.dtype)
         if bias is not None:

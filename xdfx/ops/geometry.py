@@ -160,7 +160,8 @@ class AxisGeometry:
             ok, need = size + max(self.pad) <= self.n, f"at most {self.n - max(self.pad)}"
         else:
             ok, need = size + sum(self.pad) <= self.n, f"at most {self.n - sum(self.pad)}"
-        ok = ok and size + sum(self.pad) >= self.span
+        if size + sum(self.pad) < self.span:  # too short for one window: say the whole range
+            ok, need = False, need if self.native_circular else f"from {self.span - sum(self.pad)} to {need.split()[-1]}"
         if not ok:
             raise XdfxShapeError(
                 f"layer {layer!r}: spatial axis {axis} has length {size}, but this XD layer was "

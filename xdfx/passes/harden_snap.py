@@ -203,7 +203,8 @@ def fit_taps(spectrum: torch.Tensor, power: torch.Tensor, box: list[tuple[int, i
     weight = weight + 1e-9 * weight.mean() + 1e-300  # a channel the probes never excite: plain truncation
     gram = torch.einsum("gif,fk,fl->gikl", weight.to(basis.dtype), basis.conj(), basis).real
     rhs = torch.einsum("gif,fk,goif->goik", weight.to(basis.dtype), basis.conj(), target).real
-    taps = torch.linalg.solve(gram[:, None], rhs[..., None])[..., 0]  # (g, o, i, K)
+    # gram is symmetric positive definite; batched LU (linalg.solve) fails in MKL's DLASWP with 2 threads
+    taps = torch.cholesky_solve(rhs[..., None], torch.linalg.cholesky(gram)[:, None])[..., 0]  # (g, o, i, K)
     residual = target - torch.einsum("fk,goik->goif", basis.to(target.dtype), taps.to(target.dtype))
     total = float((weight[:, None] * target.abs().pow(2)).sum())
     lost = float((weight[:, None] * residual.abs().pow(2)).sum()) / total if total else 0.0

@@ -57,7 +57,8 @@ def pool_to_xd(
     if mine.shape != target.shape or bool((mine == 0).any()):
         raise XdfxUnsupportedError(f"pooling windows {kernel}/{stride}/{padding} on {spatial} are not a convolution")
     scale = (target / mine)[0, 0]
-    if not torch.allclose(scale, torch.ones_like(scale), rtol=0, atol=1e-12):
+    # an adaptive pool's windows hold for this input size only: a scale (of ones) pins the output size
+    if type(pool) in ADAPTIVE_MODULES or not torch.allclose(scale, torch.ones_like(scale), rtol=0, atol=1e-12):
         xd.out_scale = scale
     return xd.to(dtype=dtype, device=device)
 

@@ -48,11 +48,11 @@ def propagate_shapes(
         with _recording(twin, watch) as seen, torch.no_grad(), _stderr_to_log():
             ShapeProp(twin).propagate(*example_inputs)
     except Exception as err:
-        failing = _failing_node(err)
+        failing = _describe_node(twin, _failing_node(err))
         shapes = [tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)]
         raise XdfxShapeError(
             f"running the model on the example inputs (shapes {shapes}) failed"
-            f"{' at node ' + failing if failing else ''}: {_root_cause(err)}. Pass example_inputs "
+            f"{' at ' + failing if failing else ''}: {_root_cause(err)}. Pass example_inputs "
             "that the model's forward accepts (a tuple, one entry per forward argument)."
         ) from err
     metas = {n.name: n.meta for n in twin.graph.nodes}
@@ -112,6 +112,18 @@ def _failing_node(err: BaseException) -> str:
     if marker in text:
         return text.split(marker, 1)[1].split(" with meta", 1)[0]
     return ""
+
+
+def _describe_node(gm: fx.GraphModule, text: str) -> str:
+    """A failing node as the user knows it (layer name and class), not fx's ``%x : [num_users=1] = ...``."""
+    name = text.lstrip("%").split(" ", 1)[0]
+    node = next((n for n in gm.graph.nodes if n.name == name), None)
+    if node is None:
+        return ""
+    if node.op == "call_module":
+        return f"layer {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
+    target = getattr(node.target, "__name__", str(node.target))
+    return f"node {node.name!r} (a call to {target})"
 
 
 def input_shape(node: fx.Node) -> torch.Size:
