@@ -21,6 +21,7 @@ from ..common import eval_mode, median_ms, model_device
 from ..errors import XdfxInputError
 from .compare import check_outputs, model_args, output_tensors, random_probe
 from .diagnose import explain, static_inputs
+from .forms import onnx_forms
 from .quiet import quiet
 from .result import ExportResult, XdfxExportError, XdfxExportWarning
 from .runtime import OrtModel
@@ -179,7 +180,8 @@ def onnx(
     args = model_args(model, example_inputs)
     with eval_mode(model):
         reference = output_tensors(model, args)  # also fills lazily built caches with real tensors
-        static = _export(model, args, path, opset, dynamic_batch, verbose)
+        with onnx_forms(model):  # the forms onnxruntime runs fastest; parity is against the eager forms
+            static = _export(model, args, path, opset, dynamic_batch, verbose)
         written = _check_file(path, opset)
         ort = OrtModel.load(path, args)
         dynamic = any(i not in static for i in ort.tensor_pos)
