@@ -248,32 +248,58 @@ def slot_index(axes: Sequence[FactoredAxis], positions: Sequence[torch.Tensor]) 
 
 def mix_slots(z: torch.Tensor, v: torch.Tensor, groups: int) -> torch.Tensor:
     """Per slot and group ``out[o] = sum_i z[i] v[i, o]`` (complex, as (real, imag) pairs):
-    ``z`` ``(P, 2, G*C_in, B)``, ``v`` ``(P, G, C_in, C_out, 2)`` -> ``(P, 2, G*C_out, B)``; one
-    batched real matmul (a broadcast product where ``C_in == 1``)."""
+    ``z`` ``(P, 2, B, G*C_in)``, ``v`` ``(P, G, C_in, C_out, 2)`` -> ``(P, 2, B, G*C_out)``; one
+    batched real matmul ``[zr, zi] @ [[vr, vi], [-vi, vr]]`` (a broadcast product where ``C_in == 1``)."""
     p, g, cin, cout = v.shape[0], groups, v.shape[2], v.shape[3]
     v = as_dtype(v, z.dtype)
     if cin == 1:
-        z = z.reshape(p, 2, g, 1, -1)
-        vr, vi = v[..., 0].reshape(p, g, cout, 1), v[..., 1].reshape(p, g, cout, 1)
+        vr, vi = v[..., 0].reshape(p, 1, g, cout), v[..., 1].reshape(p, 1, g, cout)
+        z = z.reshape(p, 2, -1, g, 1)
         zr, zi = z[:, 0], z[:, 1]
-        return torch.stack([zr * vr - zi * vi, zr * vi + zi * vr], 1).reshape(p, 2, g * cout, -1)
-    vr, vi = v[..., 0].transpose(-1, -2), v[..., 1].transpose(-1, -2)  # (P, G, C_out, C_in)
-    block = torch.cat([torch.cat([vr, -vi], -1), torch.cat([vi, vr], -1)], -2)  # (P, G, 2 C_out, 2 C_in)
+        return torch.stack([zr * vr - zi * vi, zr * vi + zi * vr], 1).reshape(p, 2, -1, g * cout)
+    # (P, 2, B, C) -> (P, [G,] B, 2 C): these transposes move whole channel rows (cheap in onnxruntime)
     if g == 1:
-        return torch.matmul(block[:, 0], z.reshape(p, 2 * cin, -1))
-    z = z.reshape(p, 2, g, cin, -1).transpose(1, 2).reshape(p, g, 2 * cin, -1)
-    return torch.matmul(block, z).reshape(p, g, 2, cout, -1).transpose(1, 2).reshape(p, 2, g * cout, -1)
+        y = torch.matmul(z.transpose(1, 2).reshape(p, -1, 2 * cin), real_block(v[:, 0]))
+        return y.reshape(p, -1, 2, cout).transpose(1, 2)
+    z = z.reshape(p, 2, -1, g, cin).permute(0, 3, 2, 1, 4).reshape(p, g, -1, 2 * cin)
+    y = torch.matmul(z, real_block(v)).reshape(p, g, -1, 2, cout)
+    return y.permute(0, 3, 2, 1, 4).reshape(p, 2, -1, g * cout)
+
+
+Factors = tuple[torch.Tensor, "torch.Tensor | None"]
+
+
+def along_leading(x: torch.Tensor, factors: Factors, axis: int, ns: Sequence[int]) -> torch.Tensor:
+    """A frozen Monarch matrix (``blocks1``, ``blocks2``: see :mod:`.monarch`) applied along
+    ``axis`` of ``x`` ``(*ns, R)``: batched matmuls over leading indices, whose layout changes
+    move whole trailing rows (onnxruntime transposes those fast, and reversed axes slowly)."""
+    b1, b2 = (as_dtype(b, x.dtype) if b is not None else None for b in factors)
+    lead, n = math.prod(ns[:axis]), ns[axis]
+    if b2 is None:
+        return torch.matmul(b1[0], x.reshape(lead, n, -1)).reshape(x.shape)
+    n1, n2 = b1.shape[0], b1.shape[1]
+    y = torch.matmul(b1, x.reshape(lead, n1, n2, -1))  # block c of B1 on chunk c
+    y = torch.matmul(b2, y.transpose(1, 2))  # block j of B2 on the stride-n2 slice j
+    return y.transpose(1, 2).reshape(x.shape)
 
 
 def factored_conv(x: torch.Tensor, v: torch.Tensor, groups: int, axes: Sequence[FactoredAxis],
-                  mats: Sequence[dict[str, torch.Tensor]], index: torch.Tensor) -> torch.Tensor:
-    """``irfftn(v * rfftn(x))`` per channel pair over the spatial axes of ``x`` ``(B, C_in, *n)``,
-    with the factored DFTs of ``axes``: ``v`` ``(F, G, C_in/G, C_out/G, 2)`` is gathered onto the
-    slots by ``index`` (row ``F``, a zero row, where a slot has no weight). ``(B, C_out, *n)``."""
+                  mats: Sequence[dict[str, torch.Tensor]], index: torch.Tensor,
+                  pre: Sequence[Factors] = (), post: Sequence[Factors] = ()) -> torch.Tensor:
+    """``Q_K irfftn(v * rfftn(Q_M x))`` per channel pair over the spatial axes of ``x``
+    ``(B, C_in, *n)``, with the factored DFTs of ``axes``: ``v`` ``(F, G, C_in/G, C_out/G, 2)`` is
+    gathered onto the slots by ``index`` (row ``F``, a zero row, where a slot has no weight);
+    ``pre`` / ``post``: frozen Monarch factors of ``Q_M`` / ``Q_K`` per axis (or none).
+    Returns ``(B, C_out, *n)``."""
     d = x.dim() - 2
-    xt = x.permute(*range(2, 2 + d), 1, 0)  # (*n, C, B): the transforms contract leading axes
+    ns = list(x.shape[2:])
+    xt = x.permute(*range(2, 2 + d), 0, 1)  # (*n, B, C): the transforms contract leading axes
+    for i, f in enumerate(pre):
+        xt = along_leading(xt, f, i, ns)
     z = factored_rdft(xt, axes, mats)
     v = torch.cat([v, v.new_zeros(1, *v.shape[1:])]).index_select(0, index.to(v.device))
-    z = mix_slots(z.reshape(z.shape[0], 2, x.shape[1], -1), v, groups)
-    y = factored_irdft(z.reshape(z.shape[0], 2, -1), axes, mats)  # (*n, C_out * B)
-    return y.reshape(*y.shape[:d], -1, x.shape[0]).permute(d + 1, d, *range(d))
+    z = mix_slots(z.reshape(z.shape[0], 2, -1, x.shape[1]), v, groups)
+    y = factored_irdft(z.reshape(z.shape[0], 2, -1), axes, mats)  # (*n, B * C_out)
+    for i, f in enumerate(post):
+        y = along_leading(y, f, i, ns)
+    return y.reshape(*ns, x.shape[0], -1).permute(d, d + 1, *range(d))

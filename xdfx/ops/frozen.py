@@ -86,21 +86,32 @@ class FrozenXD(CircularLayer):
 
     @full_precision
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        bias = self.bias if bias is None else bias
+        if self.method == "factored":
+            return self._forward_factored(x, bias)
         x, sizes = self.transform_in(x)
         if self.method == "matmul":
             same = list(x.shape[2:]) == self._transform_sizes() and self.dft_0_0.dtype == x.dtype
             bases = stored_bases(self, self.spatial_dims) if same else self._bases(x.shape[2:], x.device, x.dtype)
             z = self._mix(torch.stack(real_dft(x, bases), -1))
             y = inverse_real_dft(z[..., 0], z[..., 1], bases)
-        elif self.method == "factored":
-            y = factored_conv(self.extend(x), self._slot_weights(), self.groups, self.factored_axes,
-                              stored_factored(self, self.spatial_dims), self.slot_index)
         else:
             ns = [g.n for g in self.geometry]
             dims = tuple(range(2, 2 + self.spatial_dims))
             z = self._mix(torch.view_as_real(rfftn(x, ns, dims)))
             y = torch.fft.irfftn(torch.view_as_complex(z), s=ns, dim=dims)
-        return self.transform_out(y, sizes, self.bias if bias is None else bias)
+        return self.transform_out(y, sizes, bias)
+
+    def _forward_factored(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``Q_M`` and ``Q_K`` applied inside the factored transforms, in their layout (the Monarch
+        factors' own layout changes reverse axes, which onnxruntime transposes slowly)."""
+        self.check_input(x)
+        x = self.pad_input(x)
+        sizes = x.shape[2:]
+        y = factored_conv(self.extend(x), self._slot_weights(), self.groups, self.factored_axes,
+                          stored_factored(self, self.spatial_dims), self.slot_index,
+                          [(q.blocks1, q.blocks2) for q in self.M], [(q.blocks1, q.blocks2) for q in self.K])
+        return self.crop(y, sizes, bias)
 
     def _slot_weights(self) -> torch.Tensor:
         """The diagonal as ``(F, G, C_in/G, C_out/G, 2)`` over the flattened frequencies."""
