@@ -27,8 +27,10 @@ class FrozenXD(CircularLayer):
     axis, see :func:`~xdfx.ops.dft.factored_rdft`), so the layer exports to ONNX and compiles;
     the per-frequency channel mixing is one real block matmul.
 
-    ``onnx_method`` is the method :func:`xdfx.export.onnx` exports with: eager PyTorch runs the
-    FFTs faster than the factored matmuls, onnxruntime runs its ``DFT`` op far slower.
+    ``onnx_method`` is the method :func:`xdfx.export.onnx` exports with, ``"factored"``: eager
+    PyTorch runs FFTs (long transforms) or dense bases (short ones) faster, onnxruntime runs its
+    ``DFT`` op far slower than matmuls, and the dense path's layout changes slowly
+    (``benchmarks/bench_export.py``).
     """
 
     dft_matmul_up_to = 256
@@ -57,7 +59,7 @@ class FrozenXD(CircularLayer):
         self.bias = nn.Parameter(xd.bias.detach().clone()) if xd.bias is not None else None
         if method == "matmul":
             store_bases(self, self._bases(self._transform_sizes(), mix.device, mix.dtype))
-        self.onnx_method = "factored" if method == "fft" else method
+        self.onnx_method = "factored"  # faster in onnxruntime than the dense bases at every n measured
         if "factored" in (method, self.onnx_method):
             self.factored_axes = factored_axes(ns)
             store_factored(self, [factored_matrices(a, mix.device, mix.dtype) for a in self.factored_axes])
