@@ -1,6 +1,13 @@
-"""The real DFT of one axis as matrices (cos/sin bases), restricted to chosen frequencies and
-output positions: how spectral and frozen layers take their transforms without FFT ops, which
-export to plain MatMuls."""
+"""Real DFTs as matmuls: how spectral and frozen layers take their transforms without FFT ops,
+which export to plain MatMuls (onnxruntime's ``DFT`` op is slow).
+
+- Dense cos/sin bases of one axis, restricted to chosen frequencies and output positions
+  (:func:`dft_bases`): cheap for a few modes.
+- Factored (Cooley-Tukey, one level) DFTs of any length ``n = n1 * n2`` (:func:`factored_rdft`):
+  per axis a matmul shared by all positions and one batched over ``n1`` with the twiddles folded
+  into its matrices, ``O(n (n1 + n2))`` instead of ``O(n^2)``; the same structure as a Monarch
+  matrix (:mod:`.monarch`), with the frozen Monarch factors of a layer applied in the same layout.
+"""
 
 from __future__ import annotations
 
@@ -110,13 +117,6 @@ class FactoredAxis:
         """The frequency of every slot, ``-1`` for the redundant ones of a one-sided axis."""
         k = (torch.arange(self.n1)[:, None] + self.n1 * torch.arange(self.k2s)[None, :]).reshape(-1)
         return torch.where(k <= self.n // 2, k, -1) if self.one_sided else k
-
-    def flops(self) -> int:
-        """Real multiply-adds per transformed vector, forward plus inverse."""
-        c = 1 if self.real else 2
-        step1 = 2 * self.n1 * c * self.n if self.n1 > 1 else 0
-        step2 = 2 * self.slots * (2 if self.n1 > 1 else c) * self.n2
-        return 2 * (step1 + step2)
 
 
 def factored_axes(ns: Sequence[int], max_freq_last: int | None = None,
