@@ -26,7 +26,8 @@ architecture parameters moved a little as a short search moves them, hardened wi
 and onnxruntime set to the same thread count. The target: onnxruntime <= 1.5x eager.
 
 Results go to ``--out`` (a name under ``benchmarks/results/`` or a path; default an untracked
-``scratch_`` file).
+``scratch_`` file); the tracked ones: ``bench_export.json`` (forms) and
+``bench_export.lengths.json`` (``--suite lengths --out bench_export.lengths.json``).
 """
 
 from __future__ import annotations
