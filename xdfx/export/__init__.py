@@ -13,7 +13,9 @@ execution provider.
 
 One job per module: ``to_onnx`` (export and check), ``serve`` (compile), ``compare`` (outputs against
 eager), ``diagnose`` (why the exporter failed), ``runtime`` (onnxruntime sessions), ``quiet``
-(silencing the exporter) and ``result`` (what is returned or raised).
+(silencing the exporter), ``forms`` (each layer's exported form: matmuls where eager runs FFTs),
+``slow`` (the per-layer profile and warning when onnxruntime is slower than eager) and ``result``
+(what is returned or raised).
 """
 
 from .compare import check_outputs
@@ -21,8 +23,9 @@ from .serve import CompiledModel, compile
 from .to_onnx import onnx
 from .result import ExportResult, XdfxExportError, XdfxExportWarning
 from .runtime import ort_session
+from .slow import LayerTiming, XdfxSlowExportWarning
 
 __all__ = [
     "CompiledModel", "ExportResult", "XdfxExportError", "XdfxExportWarning", "check_outputs", "compile", "onnx",
-    "ort_session",
+    "LayerTiming", "XdfxSlowExportWarning", "ort_session",
 ]

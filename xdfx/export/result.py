@@ -43,6 +43,13 @@ class ExportResult:
     ort_ms, eager_ms : float or None
         Median latency on the example inputs of the onnxruntime session (CPU) and of the eager
         model on its own device, timed one after the other; None if not timed.
+    exported_forms : dict[str, str]
+        Frozen / spectral layer name -> the method it was exported with (its ``onnx_method``).
+    layer_timings : list
+        Only where onnxruntime was slower than ``slow_ratio`` x eager: per module, onnxruntime
+        and eager milliseconds (:class:`xdfx.export.slow.LayerTiming`), slowest first.
+    slow_warning : str or None
+        The message of the slow-export warning, if one was given.
     """
 
     path: Path
@@ -53,6 +60,9 @@ class ExportResult:
     output_names: list[str] = field(default_factory=list)
     ort_ms: float | None = None
     eager_ms: float | None = None
+    exported_forms: dict[str, str] = field(default_factory=dict)
+    layer_timings: list = field(default_factory=list)
+    slow_warning: str | None = None
 
     @property
     def max_error(self) -> float:

@@ -21,6 +21,8 @@ from ..common import check_writable, eval_mode, median_ms, model_device
 from ..errors import XdfxInputError
 from .compare import check_outputs, model_args, output_tensors, random_probe
 from .diagnose import explain, static_inputs
+from .forms import onnx_forms
+from .slow import layer_timings, warn_if_slow
 from .quiet import quiet
 from .result import ExportResult, XdfxExportError, XdfxExportWarning
 from .runtime import OrtModel
@@ -137,6 +139,7 @@ def onnx(
     tol: float = 1e-4,
     check_batches: Sequence[int] = (1, 3),
     timing_runs: int = 5,
+    slow_ratio: float | None = 1.5,
     verbose: bool = False,
 ) -> ExportResult:
     """Export ``model`` to ONNX at ``path`` and check it in onnxruntime.
@@ -162,6 +165,11 @@ def onnx(
         shape (only with a dynamic batch).
     timing_runs : int
         Timed runs of the session, then of the eager model, on the example inputs (0: no timing).
+    slow_ratio : float or None
+        Where onnxruntime is slower than this multiple of eager (timed with ``timing_runs``),
+        profile both per layer and warn (:class:`XdfxSlowExportWarning`) naming the slowest
+        layers and their exported forms; :attr:`ExportResult.layer_timings` holds the profile.
+        None: no check.
     verbose : bool
         Let the exporter print its progress and warnings (silenced by default).
 
@@ -180,11 +188,21 @@ def onnx(
     args = model_args(model, example_inputs)
     with eval_mode(model):
         reference = output_tensors(model, args)  # also fills lazily built caches with real tensors
-        static = _export(model, args, path, opset, dynamic_batch, verbose)
+        with onnx_forms(model) as methods:  # the forms onnxruntime runs fastest; parity is against the eager forms
+            static = _export(model, args, path, opset, dynamic_batch, verbose)
         written = _check_file(path, opset)
         ort = OrtModel.load(path, args)
         dynamic = any(i not in static for i in ort.tensor_pos)
         errors = _parity(model, args, reference, ort, static=static, dynamic=dynamic, check_batches=check_batches,
                          tol=tol)
         ort_ms, eager_ms = _latency(model, args, ort, timing_runs) if timing_runs > 0 else (None, None)
-    return ExportResult(path, written, errors, dynamic, ort.input_names, ort.output_names, ort_ms, eager_ms)
+        result = ExportResult(path, written, errors, dynamic, ort.input_names, ort.output_names, ort_ms, eager_ms,
+                              exported_forms=methods)
+        if slow_ratio is not None and result.ratio is not None and result.ratio > slow_ratio:
+            forms = {n: f"{type(model.get_submodule(n)).__name__} {m}" for n, m in methods.items()}
+            threads = torch.get_num_threads()
+            result.layer_timings = layer_timings(model, args, path, ort.feed(args), forms, threads, max(timing_runs, 3))
+            dft = sum(n.op_type == "DFT" for n in onnx_pkg.load(str(path), load_external_data=False).graph.node)
+            result.slow_warning = warn_if_slow(result.ratio, slow_ratio, ort_ms, eager_ms, result.layer_timings,
+                                               threads, dft, [n for n, m in methods.items() if m == "fft"])
+    return result

@@ -9,21 +9,28 @@ import torch
 from torch import nn
 
 from .circular import CircularLayer, as_dtype, full_precision
-from .dft import dft_bases, inverse_real_dft, real_block, real_dft, store_bases, stored_bases
+from .dft import (dft_bases, factored_axes, factored_conv, factored_matrices, inverse_real_dft, real_block, real_dft,
+                  slot_index, store_bases, store_factored, stored_bases, stored_factored)
 from .fft import batched_matmul, rfftn
 from .monarch import FixedMonarch
 from .xd import XDConv
 
-METHODS = ("matmul", "fft")
+METHODS = ("matmul", "factored", "fft")
 
 
 class FrozenXD(CircularLayer):
     """``Real(K diag(v) M x) + b`` with ``K``, ``M`` and the diagonal ``v = L w`` frozen.
 
     Complex values appear only inside real FFTs (``method="fft"``) or not at all
-    (``method="matmul"``: the DFTs as real cos/sin matmuls, for transforms up to
-    ``dft_matmul_up_to``), so the layer exports to ONNX and compiles; the per-frequency channel
-    mixing is one real block matmul.
+    (``method="matmul"``: the DFTs as dense real cos/sin matmuls, for transforms up to
+    ``dft_matmul_up_to``; ``method="factored"``: Cooley-Tukey DFTs as two batched matmuls per
+    axis, see :func:`~xdfx.ops.dft.factored_rdft`), so the layer exports to ONNX and compiles;
+    the per-frequency channel mixing is one real block matmul.
+
+    ``onnx_method`` is the method :func:`xdfx.export.onnx` exports with, ``"factored"``: eager
+    PyTorch runs FFTs (long transforms) or dense bases (short ones) faster, onnxruntime runs its
+    ``DFT`` op far slower than matmuls, and the dense path's layout changes slowly
+    (``benchmarks/bench_export.py``).
     """
 
     dft_matmul_up_to = 256
@@ -52,6 +59,12 @@ class FrozenXD(CircularLayer):
         self.bias = nn.Parameter(xd.bias.detach().clone()) if xd.bias is not None else None
         if method == "matmul":
             store_bases(self, self._bases(self._transform_sizes(), mix.device, mix.dtype))
+        self.onnx_method = "factored"  # faster in onnxruntime than the dense bases at every n measured
+        if "factored" in (method, self.onnx_method):
+            self.factored_axes = factored_axes(ns)
+            store_factored(self, [factored_matrices(a, mix.device, mix.dtype) for a in self.factored_axes])
+            positions = [torch.arange(f) for f in self.frequency_shape]
+            self.register_buffer("slot_index", slot_index(self.factored_axes, positions).to(mix.device), persistent=False)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, groups={self.groups}, method={self.method}, "
@@ -75,6 +88,9 @@ class FrozenXD(CircularLayer):
 
     @full_precision
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        bias = self.bias if bias is None else bias
+        if self.method == "factored":
+            return self._forward_factored(x, bias)
         x, sizes = self.transform_in(x)
         if self.method == "matmul":
             same = list(x.shape[2:]) == self._transform_sizes() and self.dft_0_0.dtype == x.dtype
@@ -86,7 +102,24 @@ class FrozenXD(CircularLayer):
             dims = tuple(range(2, 2 + self.spatial_dims))
             z = self._mix(torch.view_as_real(rfftn(x, ns, dims)))
             y = torch.fft.irfftn(torch.view_as_complex(z), s=ns, dim=dims)
-        return self.transform_out(y, sizes, self.bias if bias is None else bias)
+        return self.transform_out(y, sizes, bias)
+
+    def _forward_factored(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``Q_M`` and ``Q_K`` applied inside the factored transforms, in their layout (the Monarch
+        factors' own layout changes reverse axes, which onnxruntime transposes slowly)."""
+        self.check_input(x)
+        x = self.pad_input(x)
+        sizes = x.shape[2:]
+        y = factored_conv(self.extend(x), self._slot_weights(), self.groups, self.factored_axes,
+                          stored_factored(self, self.spatial_dims), self.slot_index,
+                          [(q.blocks1, q.blocks2) for q in self.M], [(q.blocks1, q.blocks2) for q in self.K])
+        return self.crop(y, sizes, bias)
+
+    def _slot_weights(self) -> torch.Tensor:
+        """The diagonal as ``(F, G, C_in/G, C_out/G, 2)`` over the flattened frequencies."""
+        if self.mix.dim() == 4:  # depthwise layout (G, C_out/G, F, 2)
+            return self.mix.permute(2, 0, 1, 3).unsqueeze(2)
+        return self.mix
 
     def _mix(self, xf: torch.Tensor) -> torch.Tensor:
         """``z[b, o] = sum_i x[b, i] v[i, o]`` per frequency and group, on (real, imag) pairs

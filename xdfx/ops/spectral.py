@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from .circular import CircularLayer, as_dtype, full_precision
-from .dft import dft_bases, inverse_real_dft, real_block, real_dft, store_bases, stored_bases
+from .dft import (dft_bases, factored_axes, factored_conv, factored_matrices, inverse_real_dft, real_block, real_dft,
+                  slot_index, store_bases, store_factored, stored_bases, stored_factored)
 from .geometry import AxisGeometry
 
-METHODS = ("matmul", "fft")
+METHODS = ("matmul", "factored", "fft")
 
 
 def kept_frequencies(n: int, modes: int, last: bool) -> torch.Tensor:
@@ -37,9 +38,11 @@ class SpectralConv(CircularLayer):
         Modes kept per axis (see :func:`kept_frequencies`).
     geometry : sequence of AxisGeometry
         Padding, transform length and output positions, as in the XD layer.
-    method : {"matmul", "fft"}
+    method : {"matmul", "factored", "fft"}
         The transforms as real cos/sin matmuls onto the kept modes and the conv's outputs (no FFT
-        op in an exported graph; cheap for few modes) or as real FFTs.
+        op in an exported graph; cheap for few modes), as factored (Cooley-Tukey) matmuls over
+        all positions (no FFT op; for many modes on long axes), or as real FFTs. ``onnx_method``
+        is what :func:`xdfx.export.onnx` exports: the FFTs as factored matmuls.
     """
 
     def __init__(self, spectrum: torch.Tensor, modes: Sequence[int], geometry: Sequence[AxisGeometry], *,
@@ -61,6 +64,17 @@ class SpectralConv(CircularLayer):
         if method == "matmul":
             sizes = [g.in_size + (sum(g.pad) if g.prepad else 0) for g in self.geometry]
             store_bases(self, self._bases(sizes, real.device, real.dtype))
+        self.onnx_method = "factored" if method == "fft" else method
+        if "factored" in (method, self.onnx_method):
+            self.factored_axes = factored_axes([g.n for g in self.geometry], max_freq_last=int(self.kept[-1].max()))
+            store_factored(self, [factored_matrices(a, real.device, real.dtype) for a in self.factored_axes])
+            positions = []
+            for keep, f in zip(self.kept, self.frequency_shape):
+                pos = torch.full((f,), -1, dtype=torch.long)
+                pos[keep] = torch.arange(len(keep))
+                positions.append(pos)
+            self.register_buffer("slot_index", slot_index(self.factored_axes, positions).to(real.device),
+                                 persistent=False)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, modes={self.modes}, n={[g.n for g in self.geometry]}, "
@@ -82,7 +96,12 @@ class SpectralConv(CircularLayer):
 
     @full_precision
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._forward_matmul(x) if self.method == "matmul" else self._forward_fft(x)
+        if self.method == "matmul":
+            y = self._forward_matmul(x)
+        elif self.method == "factored":
+            y = self._forward_factored(x)
+        else:
+            y = self._forward_fft(x)
         return y if self.bias is None else y + as_dtype(self.bias, y.dtype).reshape(-1, *([1] * self.spatial_dims))
 
     def _forward_fft(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,6 +128,16 @@ class SpectralConv(CircularLayer):
                 zr = zr.new_zeros(shape).index_copy(2 + i, keep[i], zr)
                 zi = zi.new_zeros(shape).index_copy(2 + i, keep[i], zi)
         y = torch.fft.irfftn(torch.view_as_complex(torch.stack([zr, zi], -1)), s=ns, dim=dims)
+        return self.crop(y, sizes, None)
+
+    def _forward_factored(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pad_input(x)
+        sizes = x.shape[2:]
+        g = self.groups
+        cout, cin = self.out_channels // g, self.in_channels // g
+        w = self.weight.reshape(g, cout, cin, -1, 2).permute(3, 0, 2, 1, 4)  # (kept, g, cin, cout, 2)
+        y = factored_conv(self.extend(x), w, g, self.factored_axes, stored_factored(self, self.spatial_dims),
+                          self.slot_index)
         return self.crop(y, sizes, None)
 
     def _bases(self, sizes: Sequence[int], device, dtype):
