@@ -150,20 +150,36 @@ def test_recompute_can_be_forced_either_way() -> None:
 
 
 def test_a_capped_dilated_conv_keeps_its_taps_not_its_span() -> None:
-    # an ASPP branch: dilation 12 on an 8x8 map; its span (25) exceeds every cap
+    # dilation 12 on a 32x32 map: every tap reads the input, and the span (25) exceeds the cap
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(64, 64, 3, padding=12, dilation=12), nn.ReLU(), nn.Conv2d(64, 8, 3, padding=1)).eval()
-    x = torch.randn(2, 64, 8, 8)
-    relaxed = xdfx.relax(model, x[:1], budget=xdfx.Budget(ratio=4.0, floor=0))
-    aspp = relaxed.get_submodule("0")
-    assert all(g.buffer_step == 12 and g.kernel_buffer < g.span for g in aspp.geometry)
+    x = torch.randn(2, 64, 32, 32)
+    budget = xdfx.Budget(ratio=4.0, floor=0)
+    relaxed = xdfx.relax(model, x[:1], budget=budget)
+    dilated = relaxed.get_submodule("0")
+    assert all(g.buffer_step == 12 and g.kernel_buffer < g.span for g in dilated.geometry)
     assert "@12" in next(r.detail for r in relaxed.xdfx_report if r.name == "0")
-    assert _numbers(relaxed) <= xdfx.Budget(ratio=4.0, floor=0).limit(_numbers(model))
+    assert _numbers(relaxed) <= budget.limit(_numbers(model))
     assert _exact(model, relaxed, x)
     # its growth lies on the dilated grid: a tap moved in the buffer moves by 12 on the axis
     with torch.no_grad():
-        w = torch.zeros_like(aspp.weight)
+        w = torch.zeros_like(dilated.weight)
         w[0, 0, 1, 0] = 1.0
-        aspp.set_kernel(w)
-        spatial = torch.fft.irfftn(aspp.spectrum()[0, 0].conj(), s=[g.n for g in aspp.geometry])
+        dilated.set_kernel(w)
+        spatial = torch.fft.irfftn(dilated.spectrum()[0, 0].conj(), s=[g.n for g in dilated.geometry])
     assert spatial.abs().argmax() // spatial.shape[1] == 12
+
+
+def test_taps_that_read_only_padding_are_dropped() -> None:
+    # an ASPP branch: dilation 36 on an 8x8 map reads the input with its centre tap only
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(16, 16, 3, padding=36, dilation=36), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1)).eval()
+    x = torch.randn(2, 16, 8, 8)
+    relaxed = xdfx.relax(model, x[:1])
+    aspp = relaxed.get_submodule("0")
+    assert [g.kernel for g in aspp.geometry] == [1, 1] and all(g.n <= 16 for g in aspp.geometry)
+    assert "only ever read zero padding" in next(r.detail for r in relaxed.xdfx_report if r.name == "0")
+    assert _exact(model, relaxed, x)
+    hardened = xdfx.harden(relaxed, example_inputs=(x,))
+    with torch.no_grad():
+        assert torch.allclose(hardened(x), model(x), rtol=1e-5, atol=1e-5 * float(model(x).abs().max()))

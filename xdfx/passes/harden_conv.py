@@ -17,6 +17,7 @@ from .harden_context import Candidate, LayerContext, out_sizes
 #: kernel entries below these fractions of the largest (and of tol) count as zero taps
 SUPPORT_THRESHOLDS = (0.0, 1e-7)
 SUPPORT_TOL_FRACTIONS = (1e-2, 1e-1)
+SUPPORT_EPS_MULTIPLES = (4.0, 16.0)
 
 
 def _circular_support(mask: torch.Tensor) -> tuple[int, int] | None:
@@ -109,7 +110,10 @@ def conv_candidates(ctx: LayerContext) -> list[Candidate]:
         kernel = ctx.kernel()
         scale = float(kernel.abs().max()) or 1.0
         found_details: set[str] = set()
-        for rel in SUPPORT_THRESHOLDS + tuple(f * ctx.tol for f in SUPPORT_TOL_FRACTIONS):
+        # a half or bfloat16 layer's kernel carries round-off at its dtype's eps on every tap
+        eps = torch.finfo(next((p.dtype for p in xd.parameters()), torch.float32)).eps
+        noise = tuple(f * eps for f in SUPPORT_EPS_MULTIPLES) if eps > torch.finfo(torch.float32).eps else ()
+        for rel in SUPPORT_THRESHOLDS + tuple(f * ctx.tol for f in SUPPORT_TOL_FRACTIONS) + noise:
             found = recover_conv(xd, kernel, rel * scale)
             if found is None or found[1] in found_details:
                 continue
