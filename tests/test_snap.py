@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import xdfx
 from xdfx.forms import FORM_BY_NAME
+from xdfx.harden import MIN_SNAP_ENERGY
 from xdfx.ops import SpectralConv
 
 
@@ -256,3 +257,20 @@ def test_refit_is_the_nearest_circular_convolution() -> None:
             diagonals = layer[:, shifts, torch.arange(n)[None].expand(n, n)].mean(-1)  # (o, d)
             nearest = diagonals[:, (rows - torch.arange(n)[None]) % n]  # C[a, b] = c[a - b]
             assert torch.allclose(refit, nearest, atol=1e-12)
+
+
+def test_auto_keeps_less_energy_rather_than_leave_a_layer_slow() -> None:
+    # a white spectrum: keeping 99.9999% of its energy needs every mode (no snapped form at all)
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 128)
+    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(6, 6, 5, padding=2, padding_mode="circular")), x, arch="fixed")
+    xd = relaxed.get_submodule("0")
+    spec = torch.randn(6, 6, 65, dtype=torch.complex64)
+    spec[..., 0], spec[..., 64] = spec[..., 0].real, spec[..., 64].real
+    xd.set_kernel(torch.fft.irfft(spec.conj(), n=128))
+    always = xdfx.harden(relaxed, example_inputs=x, snap="always", energy=0.999999)
+    assert always.xdfx_report.records[0].form == "fft"  # "always" keeps the energy asked for
+    (rec,) = xdfx.harden(relaxed, example_inputs=x, snap="auto", energy=0.999999).xdfx_report.records
+    assert FORM_BY_NAME[rec.form].role == "snapped", rec
+    kept = float(rec.detail.split("kept ")[1].split("%")[0]) / 100
+    assert MIN_SNAP_ENERGY <= kept < 0.999999 and rec.energy_lost > 1e-6

@@ -18,7 +18,7 @@ from torch import fx, nn
 
 from .common import as_inputs, attribute, capture_inputs, check_finite, eval_mode, graph_nodes_calling, relative_error, xd_layers
 from .errors import XdfxError, XdfxInputError
-from .forms import SNAP_MODES, candidates, choose, wants_snap
+from .forms import FORM_BY_NAME, SNAP_MODES, candidates, choose, wants_snap
 from .ops import XDConv
 from .ops.circular import CircularLayer
 from .ops.graph import XDGraphConv
@@ -26,6 +26,10 @@ from .passes.harden_context import Candidate, LayerContext, core_views, stored_n
 from .passes.relax_conv_variants import deepcopy_memo, put_hooks, take_hooks
 from .records import HardenRecord, HardenReport, Report, attach
 from .relax import drop_dead_attributes
+
+
+#: The least energy ``snap="auto"`` lowers ``energy`` to before it leaves a layer in a fallback form.
+MIN_SNAP_ENERGY = 0.9
 
 
 def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | Sequence[Any] | None = None, *,
@@ -52,6 +56,8 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
     energy : float
         The fraction of a layer's energy a snapped form keeps: of the kernel for taps, of the
         output on the probe inputs for modes. The report gives what each projection dropped.
+        With ``snap="auto"``, a layer where no snapped form keeping ``energy`` is cheaper than
+        its fallback keeps ten times less of it lost, then again, down to ``MIN_SNAP_ENERGY``.
 
     Returns
     -------
@@ -99,10 +105,15 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
             c.error = ctx.measure(c)
         best, runner = choose(cands, tol)
         if snap == "always" or (snap == "auto" and wants_snap(best, tol)):
-            snapped = _in_dtype(candidates(ctx, snapped=True), ctx.probes[0].dtype)  # built only where they may win
-            for c in snapped:
-                c.error = ctx.measure(c)
-            best, runner = choose(cands + snapped, tol, snap)
+            while True:
+                snapped = _in_dtype(candidates(ctx, snapped=True), ctx.probes[0].dtype)  # built only where they may win
+                for c in snapped:
+                    c.error = ctx.measure(c)
+                best, runner = choose(cands + snapped, tol, snap)
+                # "auto" promises a cheap form: where none keeps ``energy``, keep less (the detail says how much)
+                if snap != "auto" or FORM_BY_NAME[best.form].role == "snapped" or ctx.energy <= MIN_SNAP_ENERGY:
+                    break
+                ctx.energy = max(MIN_SNAP_ENERGY, 1.0 - 10.0 * (1.0 - ctx.energy))
         _install(gm, name, best)
         if best.function is None:  # the layer's hooks (relax moved a conv's onto it) go on what replaces it
             put_hooks(gm.get_submodule(name), hooks[name])
