@@ -73,22 +73,30 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
-def capture_inputs(model: nn.Module, names: Sequence[str], inputs: tuple) -> dict[str, tuple]:
-    """The arguments each named submodule receives on its first call while ``model`` runs on
-    ``inputs`` (in eval mode, without gradients; the model is left as it was)."""
-    seen: dict[str, tuple] = {}
-    handles = []
-    for name in names:
-        def hook(_module, args, name=name):
-            seen.setdefault(name, tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
-
-        handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
+def run_with_pre_hooks(model: nn.Module, hooks: dict[str, Callable], inputs: tuple, *, with_kwargs: bool = False) -> None:
+    """Run ``model`` on ``inputs`` (in eval mode, without gradients) with a forward pre-hook on each
+    named submodule; the hooks are removed and the model is left as it was."""
+    handles = [model.get_submodule(name).register_forward_pre_hook(hook, with_kwargs=with_kwargs)
+               for name, hook in hooks.items()]
     try:
         with eval_mode(model), torch.no_grad():
             model(*inputs)
     finally:
         for h in handles:
             h.remove()
+
+
+def capture_inputs(model: nn.Module, names: Sequence[str], inputs: tuple) -> dict[str, tuple]:
+    """The arguments each named submodule receives on its first call while ``model`` runs on
+    ``inputs`` (in eval mode, without gradients; the model is left as it was)."""
+    seen: dict[str, tuple] = {}
+
+    def hook_for(name: str) -> Callable:
+        def hook(_module, args):
+            seen.setdefault(name, tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
+        return hook
+
+    run_with_pre_hooks(model, {name: hook_for(name) for name in names}, inputs)
     return seen
 
 

@@ -6,6 +6,7 @@ stride taken in frequency, the crop back to the conv's outputs (see :mod:`.geome
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Callable, Sequence
 
@@ -60,8 +61,11 @@ def full_precision(forward: Callable) -> Callable:
 def _check_dtype(layer: nn.Module, x: torch.Tensor) -> None:
     """Refuse a float32 input to a float64 layer and the reverse, as a conv does, naming the layer."""
     full = (torch.float32, torch.float64)
-    ref = next((t.dtype for t in (*layer.parameters(), *layer.buffers()) if t.is_floating_point()), None)
-    if ref in full and x.dtype in full and x.dtype != ref:
+    if x.dtype not in full:
+        return
+    # lazily: the first floating tensor decides, without listing every parameter and buffer per call
+    ref = next((t.dtype for t in itertools.chain(layer.parameters(), layer.buffers()) if t.is_floating_point()), None)
+    if ref in full and x.dtype != ref:
         raise XdfxInputError(
             f"layer {getattr(layer, 'layer_name', '')!r} holds {ref} weights but was fed a {x.dtype} input: cast "
             f"the input with x.to({ref}) or the model with model.to({x.dtype})"

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import fx, nn
 
-from ..common import eval_mode, relative_error
+from ..common import eval_mode, relative_error, run_with_pre_hooks
 from ..errors import XdfxUnsupportedError
 from ..ops import graph as graph_ops
 from ..ops.graph import XDGraphConv, eigen_decomposition
@@ -216,18 +216,13 @@ def _dense_gcn(module, x, call) -> Operator:
 def _capture(gm: fx.GraphModule, names: list[str], inputs: tuple) -> dict[str, list[tuple]]:
     """The ``(args, kwargs)`` of every call of each named module while ``gm`` runs the example."""
     seen: dict[str, list[tuple]] = {name: [] for name in names}
-    handles = []
-    for name in names:
-        def hook(_module, args, kwargs, name=name):
-            seen[name].append((args, dict(kwargs)))
 
-        handles.append(gm.get_submodule(name).register_forward_pre_hook(hook, with_kwargs=True))
-    try:
-        with eval_mode(gm), torch.no_grad():
-            gm(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    def hook_for(name: str) -> Callable:
+        def hook(_module, args, kwargs):
+            seen[name].append((args, dict(kwargs)))
+        return hook
+
+    run_with_pre_hooks(gm, {name: hook_for(name) for name in names}, inputs, with_kwargs=True)
     return seen
 
 
