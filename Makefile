@@ -1,5 +1,7 @@
 # Two entry points: `make demo` (the end-to-end job) and `make test` (the test suite).
 # `make zoo` relaxes real torchvision and timm CNNs (benchmarks/bench_zoo.py says why .zoo/ is separate).
+# `make fno-reference` runs neuraloperator's FNO on the Burgers sweep (installed into .fno/, without
+# its logging and dataset dependencies, which the model does not import).
 # Both build .venv on first use; torch is pinned to the CPU wheel that lies on this machine's
 # disk (a bare `pip install torch` would download a multi-GB CUDA build).
 PYTHON ?= python3
@@ -8,8 +10,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.xdfx-installed
 
 ZOO := .zoo
+FNO := .fno
 
-.PHONY: demo test bench zoo clean
+.PHONY: demo test bench zoo fno-reference clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +36,16 @@ $(ZOO)/.installed: | $(STAMP)
 
 zoo: $(STAMP) $(ZOO)/.installed
 	PYTHONPATH=$(ZOO) $(PY) benchmarks/bench_zoo.py --out bench_zoo
+
+$(FNO)/.installed: | $(STAMP)
+	rm -rf $(FNO)
+	$(PY) -m pip install -q --target $(FNO) --no-deps neuraloperator==2.0.0 tensorly==0.10.0 tensorly-torch==0.5.0 \
+		opt-einsum==3.4.0 zencfg==1.0.0 configmypy==0.2.0 ruamel.yaml==0.19.1
+	touch $@
+
+fno-reference: $(STAMP) $(FNO)/.installed
+	PYTHONPATH=$(FNO) $(PY) benchmarks/sweep_resolution.py --task burgers --res 256,512,1024,2048 --models fno-neuralop \
+		--out sweep_burgers_neuralop
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

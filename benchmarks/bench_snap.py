@@ -59,7 +59,9 @@ def run(model: str, seed: int, args) -> dict:
     fit(cnn, train, args.cnn_epochs)
     searched = xdfx.relax(backbone, test_x[:2], exclude=[_pointwise])
     fit(searched, train, args.search_epochs)
-    hard = xdfx.harden(searched, tol=args.tol, example_inputs=(test_x[:20],), energy=args.energy)
+    max_cost = None if args.max_cost == "none" else float(args.max_cost)
+    hard = xdfx.harden(searched, tol=args.tol, example_inputs=(test_x[:20],), energy=args.energy, max_cost=max_cost,
+                       original=cnn)
     with torch.no_grad():
         row = {"model": model, "seed": seed, "cnn": err(cnn), "searched": err(searched), "snapped": err(hard)}
     xdfx.finetune(hard, train, _rel_l2, epochs=args.finetune_epochs, lr=args.finetune_lr, progress=False)
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--finetune-lr", type=float, default=1e-4)
     parser.add_argument("--energy", type=float, default=0.9999)
     parser.add_argument("--tol", type=float, default=1e-3)
+    parser.add_argument("--max-cost", default="2.0", help="harden's speed target per layer (a number, or none)")
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="scratch_bench_snap")
@@ -117,7 +120,8 @@ def main() -> None:
         lines.append(f"| {m} | {cell('cnn', '.4f')} | {cell('searched', '.4f')} | {cell('snapped', '.4f')} | "
                      f"{cell('hardened', '.4f')} | {cell('error_vs_searched', '.2f')} | {cell('latency_vs_cnn', '.2f')} |")
     head = (f"Burgers 1-d at {args.resolution}, {args.ntrain} train / {args.ntest} test; CNN {args.cnn_epochs} epochs; "
-            f"search {args.search_epochs} epochs (arch monarch); harden snap=auto energy={args.energy} tol={args.tol}; "
+            f"search {args.search_epochs} epochs (arch monarch); harden snap=auto energy={args.energy} tol={args.tol} "
+            f"max_cost={args.max_cost}; "
             f"fine-tune {args.finetune_epochs} epochs at lr {args.finetune_lr}; latency: batch 20, {args.threads} "
             f"thread(s), interleaved medians of {args.rounds}; mean ± std over seeds {args.seeds}.")
     RESULTS.mkdir(exist_ok=True)

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import xdfx  # noqa: E402
-from benchmarks.search_results import FNO2d, FNOShapedCNN2d, RESULTS, pointwise, rel_l2_loss, spread, train  # noqa: E402
+from benchmarks.search_results import (FNO2d, FNOShapedCNN2d, RESULTS, harden_searched, harden_summary,  # noqa: E402
+                                       pointwise, rel_l2_loss, spread, train)
 from benchmarks.timing import machine  # noqa: E402
 from xdfx.tasks import burgers, navier_stokes  # noqa: E402
 
@@ -75,13 +76,21 @@ def run(args) -> dict:
             hist, sec = train(model, train_loader, test_loader, rel_l2_loss, burgers.relative_l2, "rel L2", args.epochs,
                               args.lr, arch_lr)
             row = rows.setdefault(label, {"seeds": [], "rel_l2": [], "seconds_per_epoch": [], "per_step": [], "history": []})
+            if label.startswith("xd"):
+                hard = harden_searched(model, train_loader, x[n:n + 20], rel_l2_loss,
+                                       finetune_epochs=args.finetune_epochs)
+                row.setdefault("hardened_rel_l2", []).append(sum(per_step_error(hard, x[n:], y[n:])) / args.t_out)
+                row.setdefault("forms", []).append(harden_summary(hard))
             row["params"] = sum(p.numel() for p in model.parameters())
             for key, value in (("seeds", seed), ("rel_l2", hist["val_metric"][-1]), ("seconds_per_epoch", sec),
                                ("per_step", per_step_error(model, x[n:], y[n:])), ("history", hist)):
                 row[key].append(value)
-            print(f"seed {seed} {label}: rel L2 {hist['val_metric'][-1]:.4f}, {sec:.1f} s/epoch", flush=True)
+            hard = f", hardened {row['hardened_rel_l2'][-1]:.4f}" if label.startswith("xd") else ""
+            print(f"seed {seed} {label}: rel L2 {hist['val_metric'][-1]:.4f}{hard}, {sec:.1f} s/epoch", flush=True)
     for row in rows.values():
         row["spread"] = spread(row["rel_l2"])
+        if "hardened_rel_l2" in row:
+            row["hardened_spread"] = spread(row["hardened_rel_l2"])
     return rows
 
 
@@ -93,13 +102,16 @@ def markdown(rows: dict, args) -> str:
     lines = [f"Navier-Stokes, viscosity {args.viscosity:g}, {args.res}x{args.res} (solved on {solver}x{solver}), "
              f"{T_IN} steps in -> {args.t_out} out (one shot), {args.ntrain} train / {args.ntest} test, "
              f"{args.epochs} epochs, batch {args.batch_size}, seeds {args.seeds}; FNO {args.modes} modes.", "",
-             "| model | rel. L2 (mean ± std, min-max) | last-step rel. L2 | s/epoch | params |", "|---|---|---|---|---|"]
+             "| model | rel. L2 (mean ± std, min-max) | hardened | last-step rel. L2 | s/epoch | params |",
+             "|---|---|---|---|---|---|"]
     for label, row in rows.items():
         s = row["spread"]
         last = sum(p[-1] for p in row["per_step"]) / len(row["per_step"])
         sec = sum(row["seconds_per_epoch"]) / len(row["seconds_per_epoch"])
+        h = row.get("hardened_spread")
+        hard = f"{h['mean']:.4f} ± {h['std']:.4f}" if h else "-"
         lines.append(f"| {NAMES.get(label, label)} | {s['mean']:.4f} ± {s['std']:.4f} ({s['min']:.4f}-{s['max']:.4f}) "
-                     f"| {last:.4f} | {sec:.1f} | {row['params']:,} |")
+                     f"| {hard} | {last:.4f} | {sec:.1f} | {row['params']:,} |")
     return "\n".join(lines) + "\n"
 
 
@@ -118,6 +130,7 @@ def main() -> None:
     parser.add_argument("--modes", type=int, default=12)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--arch-lr", type=float, default=1e-3)
+    parser.add_argument("--finetune-epochs", type=int, default=5, help="after harden, where a layer snapped")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: PyTorch's); 1 on a shared CPU, where spinning threads stall")
     parser.add_argument("--out", default="scratch_search_ns", help="results name (default: untracked scratch)")

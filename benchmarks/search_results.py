@@ -168,6 +168,20 @@ def train(model, train_loader, val_loader, loss, metric, name, epochs, lr, arch_
     return model.xdfx_history, seconds
 
 
+def harden_searched(model, train_loader, calibration: torch.Tensor, loss, *, tol: float = 1e-3, energy: float = 0.9999,
+                    finetune_epochs: int = 5, finetune_lr: float = 1e-4, max_cost: float | None = 2.0):
+    """``xdfx.harden`` with ``snap="auto"``, then ``xdfx.finetune`` where a layer snapped; returns the hardened model."""
+    hard = xdfx.harden(model, tol=tol, example_inputs=(calibration,), energy=energy, max_cost=max_cost)
+    if hard.xdfx_report.snapped() and finetune_epochs:
+        xdfx.finetune(hard, train_loader, loss, epochs=finetune_epochs, lr=finetune_lr, progress=False)
+    return hard.eval()
+
+
+def harden_summary(hard) -> list[str]:
+    """Each layer's chosen form and its first detail (taps, modes), for the results file."""
+    return [f"{r.name}: {r.form} {r.detail.split(',')[0]}" for r in hard.xdfx_report]
+
+
 # ----------------------------------------------------------------------------- tasks
 def run_burgers(args) -> dict:
     res, ntrain, ntest = args.res, args.ntrain, args.ntest
@@ -236,20 +250,27 @@ def run_darcy(args) -> dict:
 
 def run_digits(args) -> dict:
     data = permuted_digits.load(seed=0)
-    g = torch.Generator().manual_seed(0)
-    train_loader = DataLoader(TensorDataset(data["x_train"], data["y_train"]), batch_size=32, shuffle=True, generator=g)
     test_loader = DataLoader(TensorDataset(data["x_test"], data["y_test"]), batch_size=256)
     rows = {}
-    for label in ("cnn", "xd"):
-        torch.manual_seed(0)
-        model = DigitsCNN()
-        if label == "xd":
-            model = xdfx.relax(model, data["x_train"][:2])
-        hist, sec = train(model, train_loader, test_loader, F.cross_entropy, accuracy, "accuracy",
-                          args.digits_epochs, 1e-3, arch_lr=args.arch_lr)
-        rows[label] = {"metric": hist["val_metric"][-1], "best": max(hist["val_metric"]), "seconds_per_epoch": sec,
-                       "history": hist}
-        print(f"digits {label}: accuracy {hist['val_metric'][-1]:.4f}, {sec:.2f} s/epoch", flush=True)
+    for label in args.digits_models.split(","):
+        row = rows.setdefault(label, {"seeds": [], "accuracy": [], "seconds_per_epoch": [], "history": []})
+        for seed in map(int, args.seeds.split(",")):
+            g = torch.Generator().manual_seed(seed)
+            train_loader = DataLoader(TensorDataset(data["x_train"], data["y_train"]), batch_size=32, shuffle=True,
+                                      generator=g)
+            torch.manual_seed(seed)
+            model = DigitsCNN()
+            if label.startswith("xd"):
+                model = xdfx.relax(model, data["x_train"][:2], arch="fixed" if label == "xd-fixed" else "monarch")
+            hist, sec = train(model, train_loader, test_loader, F.cross_entropy, accuracy, "accuracy",
+                              args.digits_epochs, 1e-3, arch_lr=args.arch_lr)
+            for key, value in (("seeds", seed), ("accuracy", hist["val_metric"][-1]), ("seconds_per_epoch", sec),
+                               ("history", hist)):
+                row[key].append(value)
+            print(f"digits {label} seed {seed}: accuracy {hist['val_metric'][-1]:.4f}, {sec:.2f} s/epoch", flush=True)
+        row["spread"] = spread(row["accuracy"])
+        row["metric"] = row["spread"]["mean"]
+        row["seconds_per_epoch"] = sum(row["seconds_per_epoch"]) / len(row["seconds_per_epoch"])
     return rows
 
 
@@ -259,7 +280,13 @@ def markdown(results: dict) -> str:
         name = "accuracy" if task == "digits" else "rel. L2 (lower is better)"
         xds = [(label, rows[label]) for label in ("xd", "xd-fixed") if label in rows]
         ref = rows.get("fno", {})
-        fmt = lambda r: f"{r['metric']:.4f}" if r else "-"  # noqa: E731
+
+        def fmt(r: dict) -> str:
+            if not r:
+                return "-"
+            s = r.get("spread")
+            return f"{s['mean']:.4f} ± {s['std']:.4f} (n={s['n']})" if s and s["n"] > 1 else f"{r['metric']:.4f}"
+
         secs = lambda r: f"{r['seconds_per_epoch']:.1f}" if r else "-"  # noqa: E731
         if len(xds) > 1:
             xd_cell = ", ".join(f"{fmt(r)} ({'monarch' if label == 'xd' else 'fixed'})" for label, r in xds)
@@ -277,6 +304,8 @@ def main() -> None:
     parser.add_argument("--models", default="cnn,xd,fno", help="Burgers models: cnn, xd (monarch), xd-fixed, fno")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--digits-epochs", type=int, default=40)
+    parser.add_argument("--digits-models", default="cnn,xd,xd-fixed", help="cnn, xd (monarch), xd-fixed")
+    parser.add_argument("--seeds", default="0", help="digits: seeds averaged (mean and spread in the JSON)")
     parser.add_argument("--ntrain", type=int, default=1000)
     parser.add_argument("--ntest", type=int, default=200)
     parser.add_argument("--res", type=int, default=256)

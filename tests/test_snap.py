@@ -89,39 +89,39 @@ def test_planted_perturbed_conv_snaps_and_finetunes_back() -> None:
 
 def test_planted_broadband_spectrum_snaps_to_low_modes() -> None:
     torch.manual_seed(0)
-    x = torch.randn(2, 6, 128)
-    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(6, 6, 5, padding=2, padding_mode="circular")), x, arch="fixed")
+    x = torch.randn(2, 16, 128)
+    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(16, 16, 5, padding=2, padding_mode="circular")), x, arch="fixed")
     xd = relaxed.get_submodule("0")
-    spec = 0.01 * torch.randn(6, 6, 65, dtype=torch.complex64)  # a weak tail up to the Nyquist mode
-    spec[..., :8] = torch.randn(6, 6, 8, dtype=torch.complex64)  # 99.9% of the energy in 8 modes
+    spec = 0.01 * torch.randn(16, 16, 65, dtype=torch.complex64)  # a weak tail up to the Nyquist mode
+    spec[..., :8] = torch.randn(16, 16, 8, dtype=torch.complex64)  # 99.9% of the energy in 8 modes
     spec[..., 0], spec[..., 64] = spec[..., 0].real, spec[..., 64].real
     xd.set_kernel(torch.fft.irfft(spec.conj(), n=128))
     exact = xdfx.harden(relaxed, example_inputs=x, snap="never")
     assert exact.xdfx_report.records[0].form == "fft"  # every mode is needed within tol
-    hard = xdfx.harden(relaxed, example_inputs=x)
+    hard = xdfx.harden(relaxed, example_inputs=x, max_cost=None)  # the fallback rule: fft is never kept
     (rec,) = hard.xdfx_report.records
     assert rec.form == "snapped_spectral" and rec.detail.startswith("modes=8 "), rec
-    assert rec.runner_up == "fft" and cost(rec.form, rec.flops_after) < 0.6 * cost("fft", rec.runner_up_flops)
+    assert rec.runner_up == "fft" and cost(rec.form, rec.flops_after) < cost("fft", rec.runner_up_flops)
     assert 0 < rec.energy_lost < 1e-2 and 1e-4 < rec.error < 0.1
     layer = hard.get_submodule("0")
     assert isinstance(layer, SpectralConv) and layer.modes == (8,)
 
 
 def test_always_lets_snapped_forms_beat_exact_ones() -> None:
-    """A spectrum exact on 12 modes with 99.9% of its energy on 8: auto keeps the exact 12-mode
-    form, always takes the cheaper snapped 8-mode one."""
+    """A spectrum exact on 12 modes with 99.9% of its energy on 4: auto keeps the exact 12-mode
+    form, always takes the cheaper snapped 4-mode one."""
     torch.manual_seed(0)
-    x = torch.randn(2, 6, 128)
-    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(6, 6, 5, padding=2, padding_mode="circular")), x, arch="fixed")
-    spec = torch.zeros(6, 6, 65, dtype=torch.complex64)
-    spec[..., :12] = 0.01 * torch.randn(6, 6, 12, dtype=torch.complex64)
-    spec[..., :8] = torch.randn(6, 6, 8, dtype=torch.complex64)
+    x = torch.randn(2, 16, 512)
+    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(16, 16, 5, padding=2, padding_mode="circular")), x, arch="fixed")
+    spec = torch.zeros(16, 16, 257, dtype=torch.complex64)
+    spec[..., :12] = 0.01 * torch.randn(16, 16, 12, dtype=torch.complex64)
+    spec[..., :4] = torch.randn(16, 16, 4, dtype=torch.complex64)
     spec[..., 0] = spec[..., 0].real
-    relaxed.get_submodule("0").set_kernel(torch.fft.irfft(spec.conj(), n=128))
-    forms = {snap: xdfx.harden(relaxed, example_inputs=x, snap=snap).xdfx_report.records[0]
+    relaxed.get_submodule("0").set_kernel(torch.fft.irfft(spec.conj(), n=512))
+    forms = {snap: xdfx.harden(relaxed, example_inputs=x, snap=snap, max_cost=None).xdfx_report.records[0]
              for snap in ("never", "auto", "always")}
     assert forms["never"].form == forms["auto"].form == "spectral" and forms["auto"].detail.startswith("modes=12 ")
-    assert forms["always"].form == "snapped_spectral" and forms["always"].detail.startswith("modes=8 ")
+    assert forms["always"].form == "snapped_spectral" and forms["always"].detail.startswith("modes=4 ")
     assert forms["always"].runner_up == "spectral"
 
 
@@ -260,17 +260,18 @@ def test_refit_is_the_nearest_circular_convolution() -> None:
 
 
 def test_auto_keeps_less_energy_rather_than_leave_a_layer_slow() -> None:
-    # a white spectrum: keeping 99.9999% of its energy needs every mode (no snapped form at all)
+    # a spectrum decaying as 1/(1+k): keeping 99.9999% of its energy needs every mode (no snapped
+    # form at all), a few modes keep 90%
     torch.manual_seed(0)
-    x = torch.randn(2, 6, 128)
-    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(6, 6, 5, padding=2, padding_mode="circular")), x, arch="fixed")
+    x = torch.randn(2, 16, 512)
+    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(16, 16, 5, padding=2, padding_mode="circular")), x, arch="fixed")
     xd = relaxed.get_submodule("0")
-    spec = torch.randn(6, 6, 65, dtype=torch.complex64)
-    spec[..., 0], spec[..., 64] = spec[..., 0].real, spec[..., 64].real
-    xd.set_kernel(torch.fft.irfft(spec.conj(), n=128))
+    spec = torch.randn(16, 16, 257, dtype=torch.complex64) / (1.0 + torch.arange(257))
+    spec[..., 0], spec[..., 256] = spec[..., 0].real, spec[..., 256].real
+    xd.set_kernel(torch.fft.irfft(spec.conj(), n=512))
     always = xdfx.harden(relaxed, example_inputs=x, snap="always", energy=0.999999)
     assert always.xdfx_report.records[0].form == "fft"  # "always" keeps the energy asked for
-    (rec,) = xdfx.harden(relaxed, example_inputs=x, snap="auto", energy=0.999999).xdfx_report.records
+    (rec,) = xdfx.harden(relaxed, example_inputs=x, snap="auto", energy=0.999999, max_cost=1.0).xdfx_report.records
     assert FORM_BY_NAME[rec.form].role == "snapped", rec
     kept = float(rec.detail.split("kept ")[1].split("%")[0]) / 100
     assert MIN_SNAP_ENERGY <= kept < 0.999999 and rec.energy_lost > 1e-6

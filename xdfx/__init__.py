@@ -1,6 +1,6 @@
 """xdfx: turn a PyTorch CNN into a search space of XD-operations, and back."""
 
-from .errors import XdfxError, XdfxInputError, XdfxShapeError, XdfxTraceError, XdfxUnsupportedError
+from .errors import XdfxError, XdfxInputError, XdfxShapeError, XdfxSlowModelWarning, XdfxTraceError, XdfxUnsupportedError
 from . import export
 from .budget import Budget
 from .finetune import finetune
@@ -17,6 +17,7 @@ __all__ = [
     "XdfxError",
     "XdfxInputError",
     "XdfxShapeError",
+    "XdfxSlowModelWarning",
     "XdfxTraceError",
     "XdfxUnsupportedError",
     "arch_parameters",

@@ -1,7 +1,7 @@
 """The ``xdfx`` command line: relax, harden, export and report a model given as ``module:callable``.
 
     xdfx relax   examples.models:TCN --shape 2,1,256 [--save relaxed.pt]
-    xdfx harden  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] [--tol 1e-4] [--snap auto]
+    xdfx harden  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] [--tol 1e-4] [--snap auto] [--max-cost 2]
     xdfx export  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] --out tcn.onnx
     xdfx report  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] --out report/
     xdfx demo
@@ -77,7 +77,7 @@ def _cmd_harden(args) -> int:
     from .harden import harden
 
     relaxed, x = _relaxed(args)
-    print(harden(relaxed, tol=args.tol, example_inputs=(x,), snap=args.snap).xdfx_report)  # ends with the end-to-end error
+    print(harden(relaxed, tol=args.tol, example_inputs=(x,), snap=args.snap, max_cost=args.max_cost).xdfx_report)
     return 0
 
 
@@ -86,7 +86,7 @@ def _cmd_export(args) -> int:
     from .harden import harden
 
     relaxed, x = _relaxed(args)
-    hard = harden(relaxed, tol=args.tol, example_inputs=(x,), snap=args.snap)
+    hard = harden(relaxed, tol=args.tol, example_inputs=(x,), snap=args.snap, max_cost=args.max_cost)
     result = export.onnx(hard, (x,), args.out)
     print(result)
     return 0
@@ -133,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name in ("harden", "export"):
             p.add_argument("--snap", default="auto", choices=["auto", "always", "never"],
                            help="snap layers with no cheap form within tol onto their nearest one (then fine-tune)")
+            p.add_argument("--max-cost", type=float, default=2.0,
+                           help="speed target: what each layer may cost relative to its original conv")
         if name in ("export", "report"):
             p.add_argument("--out", required=True, help="output file (export) or folder (report)")
     p = sub.add_parser("demo", help="the end-to-end demo: relax -> search -> harden -> export on Burgers")

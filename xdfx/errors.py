@@ -21,3 +21,7 @@ class XdfxShapeError(XdfxError):
 
 class XdfxInputError(XdfxError):
     """An argument to an xdfx function that is not what it expects."""
+
+
+class XdfxSlowModelWarning(UserWarning):
+    """A model xdfx returned runs slower than the one it was made from; the message says what to change."""

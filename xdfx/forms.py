@@ -2,8 +2,8 @@
 
 Each row names the form, the layers it applies to (``"xd"`` grid convolutions, ``"graph"``
 graph convolutions), the builder of its candidates, and its *efficiency*: estimated time per FLOP
-relative to a direct convolution on CPU (``benchmarks/bench_relax.py`` measured the real-FFT path
-and the frozen form at a fraction of mkldnn's conv throughput; DFT matmuls are plain GEMMs).
+relative to a direct convolution on CPU (``benchmarks/bench_forms.py`` measures the frequency forms;
+a spectral candidate carries its own, by how it transforms).
 Every candidate is measured on the layer's probe inputs; the cheapest one within ``tol`` wins,
 ties going to the earlier row. Adding a form is adding a row and its builder.
 
@@ -24,7 +24,7 @@ from .passes.harden_context import Candidate, LayerContext
 from .passes.harden_conv import conv_candidates
 from .passes.harden_graph import frozen_graph_candidates, graph_polynomial_candidates
 from .passes.harden_restore import conv_function_candidates, identity_candidates, pool_candidates, zero_candidates
-from .passes.harden_snap import snapped_conv_candidates, snapped_spectral_candidates
+from .passes.harden_snap import snapped_conv_candidates, snapped_fft_candidates, snapped_spectral_candidates
 from .passes.harden_spectral import fft_candidates, frozen_candidates, spectral_candidates
 
 #: ``harden(snap=...)`` values.
@@ -52,14 +52,16 @@ FORMS: tuple[Form, ...] = (
          "nn.Conv*d, kernel/dilation/stride/padding recovered from the circulant's support"),
     Form("graph_polynomial", ("graph",), graph_polynomial_candidates, 1.0,
          "sum_j p_j(A) h W_j (powers or Chebyshev polynomials of A): message passing over the graph's edges"),
-    Form("spectral", ("xd",), spectral_candidates, 2.0,
+    Form("spectral", ("xd",), spectral_candidates, 2.8,
          "FNO-style: per-frequency channel mixing on the fewest low modes within tol"),
-    Form("fft", ("xd",), fft_candidates, 4.5, "every mode, through real FFTs", "fallback"),
+    Form("fft", ("xd",), fft_candidates, 2.5, "every mode, through real FFTs", "fallback"),
     Form("frozen", ("xd", "graph"), lambda ctx: frozen_candidates(ctx) if ctx.is_grid else frozen_graph_candidates(ctx), 4.5, "the XD layer with its learned transforms frozen and L w precomputed", "fallback"),
     Form("snapped_conv", ("xd",), snapped_conv_candidates, 1.0,
          "K, M snapped to the DFT (or a permutation and the DFT), L w to the fewest taps x dilation keeping "
          "the energy fraction", "snapped"),
-    Form("snapped_spectral", ("xd",), snapped_spectral_candidates, 2.0,
+    Form("snapped_fft", ("xd",), snapped_fft_candidates, 2.5,
+         "K, M snapped to the DFT, every mode of the refit L w kept (real FFTs)", "snapped"),
+    Form("snapped_spectral", ("xd",), snapped_spectral_candidates, 2.8,
          "K, M snapped to the DFT, L w to the fewest low modes keeping the energy fraction of the output", "snapped"),
 )
 FORM_BY_NAME = {f.name: f for f in FORMS}
@@ -67,7 +69,7 @@ FORM_BY_NAME = {f.name: f for f in FORMS}
 
 def cost(candidate: Candidate) -> float:
     """Estimated time of a candidate, in direct-conv FLOP units."""
-    return candidate.flops * FORM_BY_NAME[candidate.form].efficiency
+    return candidate.flops * (candidate.efficiency or FORM_BY_NAME[candidate.form].efficiency)
 
 
 def candidates(ctx: LayerContext, snapped: bool = False) -> list[Candidate]:
@@ -78,22 +80,30 @@ def candidates(ctx: LayerContext, snapped: bool = False) -> list[Candidate]:
             for c in form.build(ctx)]
 
 
-def wants_snap(chosen: Candidate, tol: float) -> bool:
-    """Whether ``snap="auto"`` looks for a snapped form: nothing cheaper than a fallback is within ``tol``."""
-    return FORM_BY_NAME[chosen.form].role == "fallback" or chosen.error > tol
+def wants_snap(chosen: Candidate, tol: float, limit: float | None = None,
+               cost_of: Callable[[Candidate], float] = cost) -> bool:
+    """Whether ``snap="auto"`` looks for a snapped form: nothing is within ``tol``, or the form
+    chosen costs more than ``limit`` (without a limit: the form chosen is a fallback)."""
+    if chosen.error > tol:
+        return True
+    if limit is None:
+        return FORM_BY_NAME[chosen.form].role == "fallback"
+    return cost_of(chosen) > limit
 
 
-def choose(cands: list[Candidate], tol: float, snap: str = "never") -> tuple[Candidate, Candidate | None]:
+def choose(cands: list[Candidate], tol: float, snap: str = "never", limit: float | None = None,
+           cost_of: Callable[[Candidate], float] = cost) -> tuple[Candidate, Candidate | None]:
     """The chosen candidate and the runner-up.
 
     Among exact and fallback forms: the cheapest within ``tol`` (ties by the table's order), the
     most accurate one when none is. Snapped candidates (see the module docstring) then replace it
-    where ``snap`` says so and they are cheaper; a replaced choice becomes the runner-up.
+    where ``snap`` says so (see :func:`wants_snap`) and they are cheaper: with a ``limit``, the
+    most accurate one within it, else the cheapest; a replaced choice becomes the runner-up. ``cost_of`` prices a candidate (the table's estimate, or a measured time).
     """
     order = [f.name for f in FORMS]
-    key = lambda c: (cost(c), order.index(c.form))  # noqa: E731
+    key = lambda c: (cost_of(c), order.index(c.form))  # noqa: E731
     snapped = [c for c in cands if FORM_BY_NAME[c.form].role == "snapped" and math.isfinite(c.error)]
-    snapped = sorted(snapped, key=lambda c: (cost(c), c.error, order.index(c.form))) if snap != "never" else []
+    snapped = sorted(snapped, key=lambda c: (cost_of(c), c.error, order.index(c.form))) if snap != "never" else []
     exact = [c for c in cands if FORM_BY_NAME[c.form].role != "snapped"]
     ok = sorted((c for c in exact if c.error <= tol), key=key)
     if snap == "always" and snapped:
@@ -102,6 +112,10 @@ def choose(cands: list[Candidate], tol: float, snap: str = "never") -> tuple[Can
     if not ok:
         ok = sorted(exact, key=lambda c: c.error)
     best, runner = ok[0], (ok[1] if len(ok) > 1 else None)
-    if snapped and wants_snap(best, tol) and cost(snapped[0]) < cost(best):
-        return snapped[0], best
+    if snapped and wants_snap(best, tol, limit, cost_of):
+        # under a speed target: the most accurate snapped form that meets it, else the cheapest
+        fitting = [c for c in snapped if limit is not None and cost_of(c) <= limit]
+        pick = min(fitting, key=lambda c: (c.error, cost_of(c))) if fitting else snapped[0]
+        if cost_of(pick) < cost_of(best):
+            return pick, best
     return best, runner

@@ -11,29 +11,36 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import warnings
 from typing import Any, Sequence
 
 import torch
 from torch import fx, nn
 
-from .common import as_inputs, attribute, capture_inputs, check_finite, eval_mode, graph_nodes_calling, relative_error, xd_layers
-from .errors import XdfxError, XdfxInputError
+from .common import (as_inputs, attribute, capture_inputs, check_finite, eval_mode, graph_nodes_calling, median_ms,
+                     relative_error, xd_layers)
+from .errors import XdfxError, XdfxInputError, XdfxSlowModelWarning
 from .forms import FORM_BY_NAME, SNAP_MODES, candidates, choose, wants_snap
+from .forms import cost as price
 from .ops import XDConv
 from .ops.circular import CircularLayer
 from .ops.graph import XDGraphConv
-from .passes.harden_context import Candidate, LayerContext, core_views, stored_numbers, xd_flops
+from .passes.harden_context import (Candidate, LayerContext, core_views, original_conv, original_conv_flops,
+                                    stored_numbers, xd_flops)
 from .passes.relax_conv_variants import deepcopy_memo, put_hooks, take_hooks
-from .records import HardenRecord, HardenReport, Report, attach
+from .records import SLOW_MARGIN, HardenRecord, HardenReport, Report, attach
 from .relax import drop_dead_attributes
 
 
 #: The least energy ``snap="auto"`` lowers ``energy`` to before it leaves a layer in a fallback form.
 MIN_SNAP_ENERGY = 0.9
+#: ``harden(cost=...)`` values.
+COST_MODELS = ("estimate", "measure")
 
 
 def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | Sequence[Any] | None = None, *,
-           snap: str = "auto", energy: float = 0.99) -> fx.GraphModule:
+           snap: str = "auto", energy: float = 0.99, max_cost: float | None = 2.0, cost: str = "estimate",
+           original: nn.Module | None = None, timing: bool = True) -> fx.GraphModule:
     """Replace every XD layer by the cheapest standard operator within ``tol`` (relative error),
     or by its nearest cheap form where only slow ones are within ``tol`` (``snap``).
 
@@ -58,6 +65,22 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         output on the probe inputs for modes. The report gives what each projection dropped.
         With ``snap="auto"``, a layer where no snapped form keeping ``energy`` is cheaper than
         its fallback keeps ten times less of it lost, then again, down to ``MIN_SNAP_ENERGY``.
+    max_cost : float or None
+        The speed target: what each layer's form may cost relative to the convolution it was
+        relaxed from. With ``snap="auto"``, a layer whose best form within ``tol`` costs more is
+        snapped onto a cheap form (lowering ``energy`` as above until one fits). ``None``: snap
+        exactly where only a fallback form (every mode, frozen) is within ``tol``.
+    cost : {"estimate", "measure"}
+        How forms are priced: ``"estimate"``, FLOPs weighted by each form's measured efficiency
+        (:mod:`xdfx.forms`; deterministic), or ``"measure"``, each candidate and the original
+        convolution timed on the layer's probe inputs (median after warm-up, current threads).
+    original : nn.Module, optional
+        The model before relax; with ``example_inputs`` its latency is reported beside the relaxed
+        and hardened models'.
+    timing : bool
+        With ``example_inputs``, time the relaxed and hardened models (and ``original``) on them:
+        ``report.latency_ms``. A hardened model more than ``SLOW_MARGIN`` times slower than the
+        relaxed one raises :class:`~xdfx.errors.XdfxSlowModelWarning`.
 
     Returns
     -------
@@ -76,6 +99,11 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         raise XdfxInputError(f"tol is the relative error accepted per layer, a finite number >= 0 (e.g. 1e-4); got {tol}")
     if snap not in SNAP_MODES:
         raise XdfxInputError(f"snap must be one of {SNAP_MODES}, got {snap!r}")
+    if max_cost is not None and not (isinstance(max_cost, numbers.Real) and 0.0 < max_cost < math.inf):
+        raise XdfxInputError(f"max_cost is what a layer's form may cost relative to its original conv, a finite "
+                             f"number > 0 (e.g. 2.0) or None; got {max_cost}")
+    if cost not in COST_MODELS:
+        raise XdfxInputError(f"cost must be one of {COST_MODELS}, got {cost!r}")
     if not 0.0 < energy <= 1.0:
         raise XdfxInputError(f"energy is the fraction of a layer's energy a snapped form keeps, in (0, 1]; got {energy}")
     if not isinstance(model, nn.Module):
@@ -103,15 +131,18 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         cands = _in_dtype(candidates(ctx), ctx.probes[0].dtype)
         for c in cands:
             c.error = ctx.measure(c)
-        best, runner = choose(cands, tol)
-        if snap == "always" or (snap == "auto" and wants_snap(best, tol)):
+        cost_of, base = _pricing(ctx, cost)
+        limit = max_cost * base if (max_cost is not None and base) else None
+        best, runner = choose(cands, tol, limit=limit, cost_of=cost_of)
+        if snap == "always" or (snap == "auto" and wants_snap(best, tol, limit, cost_of)):
             while True:
                 snapped = _in_dtype(candidates(ctx, snapped=True), ctx.probes[0].dtype)  # built only where they may win
                 for c in snapped:
                     c.error = ctx.measure(c)
-                best, runner = choose(cands + snapped, tol, snap)
-                # "auto" promises a cheap form: where none keeps ``energy``, keep less (the detail says how much)
-                if snap != "auto" or FORM_BY_NAME[best.form].role == "snapped" or ctx.energy <= MIN_SNAP_ENERGY:
+                best, runner = choose(cands + snapped, tol, snap, limit, cost_of)
+                # "auto" promises a cheap form: where none keeps ``energy`` within the target, keep less
+                fits = FORM_BY_NAME[best.form].role == "snapped" and (limit is None or cost_of(best) <= limit)
+                if snap != "auto" or fits or ctx.energy <= MIN_SNAP_ENERGY:
                     break
                 ctx.energy = max(MIN_SNAP_ENERGY, 1.0 - 10.0 * (1.0 - ctx.energy))
         _install(gm, name, best)
@@ -120,18 +151,61 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         records.append(HardenRecord(
             name, best.name, best.detail, best.error, _flops(layer, ctx), best.flops, stored_numbers(layer), best.stored,
             runner.name if runner else "", runner.error if runner else None, runner.flops if runner else None,
-            energy_lost=best.lost,
+            energy_lost=best.lost, cost_ratio=cost_of(best) / base if base else None,
         ))
     if isinstance(gm, fx.GraphModule):
         drop_dead_attributes(gm)
         gm.graph.lint()
         gm.recompile()
-    report = HardenReport("xdfx.harden", records, tol=tol, kept_xd=list(xd_layers(gm)), snap=snap)
+    report = HardenReport("xdfx.harden", records, tol=tol, kept_xd=list(xd_layers(gm)), snap=snap,
+                          max_cost=max_cost, cost=cost)
     if inputs is not None:
         with eval_mode(model), eval_mode(gm), torch.no_grad():
             report.end_to_end_error = relative_error(gm(*inputs), model(*inputs))
+            if timing:
+                _time_models(report, {"original": original, "relaxed": model, "hardened": gm}, inputs)
     attach(gm, "xdfx_report", report)
     return gm
+
+
+def _pricing(ctx: LayerContext, cost: str):
+    """How the layer's candidates are priced, and the price of the conv it was relaxed from (None:
+    unknown, a graph layer)."""
+    layer = ctx.layer
+    grid = isinstance(layer, XDConv)
+    if cost == "estimate":
+        return price, (original_conv_flops(layer, ctx.sizes) if grid else None)
+    x, times = ctx.probes[0], {}
+
+    def timed(c: Candidate) -> float:
+        if id(c) not in times:
+            try:
+                with torch.no_grad():
+                    times[id(c)] = median_ms(lambda: ctx.run(c, x), repeats=5, warmup=1, device=x.device)
+            except RuntimeError:  # a form that cannot run on this input is never cheap
+                times[id(c)] = math.inf
+        return times[id(c)]
+
+    if not grid:
+        return timed, None
+    conv = original_conv(layer)
+    with torch.no_grad():
+        return timed, median_ms(lambda: conv(x), repeats=5, warmup=1, device=x.device)
+
+
+def _time_models(report: HardenReport, models: dict[str, nn.Module | None], inputs: tuple) -> None:
+    """Median latency of each model on ``inputs`` (warm-up first); warns if harden made it slower."""
+    device = inputs[0].device if isinstance(inputs[0], torch.Tensor) else None
+    for label, m in models.items():
+        if m is not None:
+            with eval_mode(m):
+                report.latency_ms[label] = median_ms(lambda: m(*inputs), repeats=7, warmup=2, budget_s=5.0, device=device)
+    report.threads = torch.get_num_threads()
+    hard, relaxed = report.latency_ms["hardened"], report.latency_ms["relaxed"]
+    if hard > SLOW_MARGIN * relaxed:
+        warnings.warn(f"the hardened model is slower than the relaxed one on example_inputs ({hard:.3g} ms vs "
+                      f"{relaxed:.3g} ms): lower max_cost, or harden with snap='always'", XdfxSlowModelWarning,
+                      stacklevel=3)
 
 
 def _in_dtype(cands: list[Candidate], dtype: torch.dtype) -> list[Candidate]:

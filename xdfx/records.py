@@ -15,6 +15,9 @@ STATUSES = ("relaxed", "skipped", "leaf")
 _PRESERVED = "_user_preserved_attributes"
 
 
+#: A hardened model this many times slower than the relaxed one is reported (timing noise stays below).
+SLOW_MARGIN = 1.1
+
 @dataclass(frozen=True)
 class Origin:
     """The op an XD layer was relaxed from: its op kind (a row of :mod:`xdfx.op_kinds`) and what
@@ -59,6 +62,8 @@ class HardenRecord:
     runner_up_flops: float | None = None
     # snapped forms: the fraction of the layer's energy the projection dropped (its error is above)
     energy_lost: float | None = field(default=None, metadata={"hide_empty": True})
+    # the chosen form's cost over the conv the layer was relaxed from (harden's ``cost`` pricing)
+    cost_ratio: float | None = field(default=None, metadata={"hide_empty": True})
     # after xdfx.finetune(reference=...): the layer's relative error to the searched layer, same probes
     finetuned_error: float | None = field(default=None, metadata={"hide_empty": True})
 
@@ -146,6 +151,10 @@ class HardenReport(Report):
     kept_xd: list[str] = field(default_factory=list)  # layers left as learnable XD layers
     snap: str = "never"
     finetune: FinetuneRecord | None = None
+    max_cost: float | None = None  # the speed target, relative to each layer's original conv
+    cost: str = "estimate"
+    latency_ms: dict[str, float] = field(default_factory=dict)  # original/relaxed/hardened on example_inputs
+    threads: int | None = None
 
     def snapped(self) -> list[HardenRecord]:
         """The layers projected onto a snapped form (accepted beyond ``tol``)."""
@@ -157,6 +166,19 @@ class HardenReport(Report):
         line = f"{len(self.records)} XD layers hardened; frozen XD forms: {frozen}; learnable XD layers kept: {kept}"
         if self.end_to_end_error is not None:
             line += f"; end-to-end relative error {self.end_to_end_error:.2e}"
+        over = [r.name for r in self.records
+                if self.snap != "never" and self.max_cost and r.cost_ratio and r.cost_ratio > self.max_cost]
+        if over:
+            line += (f"\n{len(over)} layers cost more than max_cost={self.max_cost:g}x their conv even snapped "
+                     f"({', '.join(over[:5])}{', ...' if len(over) > 5 else ''})")
+        t = self.latency_ms
+        if t:
+            parts = ", ".join(f"{k} {v:.3g} ms" for k, v in t.items())
+            line += f"\nlatency on example_inputs ({self.threads} threads, median after warm-up): {parts}"
+            if "original" in t:
+                line += f"; hardened / original {t['hardened'] / t['original']:.2f}x"
+            if t["hardened"] > SLOW_MARGIN * t["relaxed"]:
+                line += "; the hardened model is SLOWER than the relaxed one"
         snapped = self.snapped()
         if snapped:
             line += f"\n{len(snapped)} layers snapped onto cheap forms beyond tol"

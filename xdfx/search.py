@@ -342,8 +342,9 @@ def search(
             if progress:
                 from tqdm.auto import tqdm
 
-                tqdm.write(f"epoch {epoch + 1}: train {history['train_loss'][-1]:.4g}, {metric_name} "
-                           f"{history['val_metric'][-1]:.4g}, {history['seconds'][-1]:.1f} s")
+                val = f", {metric_name} {history['val_metric'][-1]:.4g}" if val_loader is not None else ""
+                tqdm.write(f"epoch {epoch + 1}: train {history['train_loss'][-1]:.4g}{val}, "
+                           f"{history['seconds'][-1]:.1f} s")
             if scheduler is not None:
                 scheduler.step()
             if checkpoint is not None:

@@ -11,7 +11,7 @@ from torch import nn
 from .circular import CircularLayer, as_dtype, full_precision
 from .dft import (dft_bases, factored_axes, factored_conv, factored_matrices, inverse_real_dft, real_block, real_dft,
                   slot_index, store_bases, store_factored, stored_bases, stored_factored)
-from .fft import batched_matmul, rfftn
+from .fft import batched_matmul, irfftn_batch_major, rfftn, spectral_mix
 from .monarch import FixedMonarch
 from .xd import XDConv
 
@@ -21,11 +21,11 @@ METHODS = ("matmul", "factored", "fft")
 class FrozenXD(CircularLayer):
     """``Real(K diag(v) M x) + b`` with ``K``, ``M`` and the diagonal ``v = L w`` frozen.
 
-    Complex values appear only inside real FFTs (``method="fft"``) or not at all
-    (``method="matmul"``: the DFTs as dense real cos/sin matmuls, for transforms up to
-    ``dft_matmul_up_to``; ``method="factored"``: Cooley-Tukey DFTs as two batched matmuls per
+    Complex values appear only inside real FFTs (``method="fft"``, the default: frequency-major
+    complex GEMMs between them, as the relaxed layer computes) or not at all (``method="matmul"``:
+    the DFTs as dense real cos/sin matmuls; ``method="factored"``: Cooley-Tukey DFTs as two batched matmuls per
     axis, see :func:`~xdfx.ops.dft.factored_rdft`), so the layer exports to ONNX and compiles;
-    the per-frequency channel mixing is one real block matmul.
+    there the per-frequency channel mixing is one real block matmul.
 
     ``onnx_method`` is the method :func:`xdfx.export.onnx` exports with, ``"factored"``: eager
     PyTorch runs FFTs (long transforms) or dense bases (short ones) faster, onnxruntime runs its
@@ -33,12 +33,10 @@ class FrozenXD(CircularLayer):
     (``benchmarks/bench_export.py``).
     """
 
-    dft_matmul_up_to = 256
-
     def __init__(self, xd: XDConv, weight: torch.Tensor | None = None, method: str | None = None) -> None:
         super().__init__(xd.in_channels, xd.out_channels, xd.geometry, xd.groups)
         ns = [g.n for g in self.geometry]
-        method = method or ("matmul" if max(ns) <= self.dft_matmul_up_to else "fft")
+        method = method or "fft"  # frequency-major complex GEMMs: faster than dense bases at every n (bench_forms)
         if method not in METHODS:
             raise ValueError(f"method {method!r} is not one of {METHODS}")
         self.method = method
@@ -97,6 +95,10 @@ class FrozenXD(CircularLayer):
             bases = stored_bases(self, self.spatial_dims) if same else self._bases(x.shape[2:], x.device, x.dtype)
             z = self._mix(torch.stack(real_dft(x, bases), -1))
             y = inverse_real_dft(z[..., 0], z[..., 1], bases)
+        elif self.mix.dim() == 5 and not torch.compiler.is_compiling():  # the relaxed layer's own path
+            ns = [g.n for g in self.geometry]
+            diag = torch.view_as_complex(as_dtype(self.mix, x.dtype)).reshape(*self.frequency_shape, *self.mix.shape[1:4])
+            y = irfftn_batch_major(spectral_mix(x, diag, ns, self.groups), ns)
         else:
             ns = [g.n for g in self.geometry]
             dims = tuple(range(2, 2 + self.spatial_dims))

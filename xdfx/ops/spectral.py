@@ -11,6 +11,7 @@ from torch import nn
 from .circular import CircularLayer, as_dtype, full_precision
 from .dft import (dft_bases, factored_axes, factored_conv, factored_matrices, inverse_real_dft, real_block, real_dft,
                   slot_index, store_bases, store_factored, stored_bases, stored_factored)
+from .fft import irfftn_batch_major, spectral_mix
 from .geometry import AxisGeometry
 
 METHODS = ("matmul", "factored", "fft")
@@ -105,30 +106,54 @@ class SpectralConv(CircularLayer):
         return y if self.bias is None else y + as_dtype(self.bias, y.dtype).reshape(-1, *([1] * self.spatial_dims))
 
     def _forward_fft(self, x: torch.Tensor) -> torch.Tensor:
-        # (real, imag) pairs between the two real FFTs: the ONNX exporter translates rfftn /
-        # irfftn and real ops, but not index_select, einsum or writes on complex tensors.
-        d = self.spatial_dims
+        # complex ops in eager mode (export swaps in the factored matmuls: ``onnx_method``)
+        d, g = self.spatial_dims, self.groups
         x = self.pad_input(x)
         sizes = x.shape[2:]
         dims = tuple(range(2, 2 + d))
-        ns = [g.n for g in self.geometry]
+        ns = [a.n for a in self.geometry]
         full = list(self.frequency_shape)
-        xf = torch.view_as_real(torch.fft.rfftn(x, s=ns, dim=dims))
-        xr, xi = xf[..., 0], xf[..., 1]
         keep = [k.to(x.device) for k in self.kept]
         truncated = [len(k) < f for k, f in zip(keep, full)]
+        p, cin, cout = math.prod(full), self.in_channels // g, self.out_channels // g
+        w = torch.view_as_complex(as_dtype(self.weight, x.dtype))
+        if not any(truncated):  # every mode: the relaxed layer's own frequency-major path
+            z = spectral_mix(x, self._mix_diagonal(w), ns, g)
+            return self.crop(irfftn_batch_major(z, ns), sizes, None)
+        xf = torch.fft.rfftn(x, s=ns, dim=dims)
         for i, k in enumerate(keep):
             if truncated[i]:
-                xr, xi = xr.index_select(2 + i, k), xi.index_select(2 + i, k)
-        zr, zi = self._mix(xr, xi)
+                xf = xf.index_select(2 + i, k)
+        b, shape = xf.shape[0], xf.shape[2:]
+        p = math.prod(shape)
+        # contiguous (modes, groups, ., .) operands: one batched complex GEMM, no per-matrix copies
+        w = w.reshape(g, cout, cin, p).permute(3, 0, 2, 1)
+        z = torch.matmul(xf.reshape(b, g, cin, p).permute(3, 1, 0, 2).contiguous(), w.contiguous())
+        z = z.permute(2, 1, 3, 0).reshape(b, self.out_channels, *shape)
         for i in reversed(range(d)):
             if truncated[i]:
-                shape = list(zr.shape)
-                shape[2 + i] = full[i]
-                zr = zr.new_zeros(shape).index_copy(2 + i, keep[i], zr)
-                zi = zi.new_zeros(shape).index_copy(2 + i, keep[i], zi)
-        y = torch.fft.irfftn(torch.view_as_complex(torch.stack([zr, zi], -1)), s=ns, dim=dims)
+                filled = list(z.shape)
+                filled[2 + i] = full[i]
+                z = z.new_zeros(filled).index_copy(2 + i, keep[i], z)
+        y = torch.fft.irfftn(z, s=ns, dim=dims)
         return self.crop(y, sizes, None)
+
+    def _mix_diagonal(self, w: torch.Tensor) -> torch.Tensor:
+        """The complex weight laid out ``(*freq, groups, C_in/g, C_out/g)``; kept between calls
+        while the weight is unchanged and not trained (the transposing copy costs a whole FFT)."""
+        d, g = self.spatial_dims, self.groups
+        make = lambda: w.reshape(g, self.out_channels // g, self.in_channels // g, *w.shape[2:]).permute(  # noqa: E731
+            *range(3, 3 + d), 0, 2, 1).contiguous()
+        if (torch.is_grad_enabled() and self.weight.requires_grad) or torch.compiler.is_compiling():
+            return make()
+        key = (self.weight._version, self.weight.data_ptr(), w.dtype, w.device)
+        if self.__dict__.get("_diagonal_key") != key:
+            self.__dict__["_diagonal"], self.__dict__["_diagonal_key"] = make(), key
+        return self.__dict__["_diagonal"]
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {k: v for k, v in state.items() if k not in ("_diagonal", "_diagonal_key")}
 
     def _forward_factored(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pad_input(x)

@@ -30,6 +30,7 @@ class Candidate:
     function: Callable | None = None  # a functional replacement: function(x, weight, bias, **options)
     options: dict = field(default_factory=dict)
     lost: float | None = None  # snapped forms: the fraction of the layer's energy the projection dropped
+    efficiency: float | None = None  # time per FLOP where it differs from its form's (a spectral form's method)
 
     @property
     def name(self) -> str:
@@ -90,6 +91,14 @@ class LayerContext:
             return self.layer(x, self.weight, self.bias)
         return self.layer(x)
 
+    def run(self, candidate: Candidate, x: torch.Tensor) -> torch.Tensor:
+        """The candidate's output on ``x``, called as it will be once installed."""
+        if candidate.function is not None:
+            return candidate.function(x, self.weight, self.bias, **candidate.options)
+        if candidate.form == "frozen" and isinstance(self.layer, XDConv):
+            return candidate.module(x, self.bias)
+        return candidate.module(x)
+
     def measure(self, candidate: Candidate) -> float:
         """Relative max error of a candidate on the probes (for ``zero``: relative to the input)."""
         worst = 0.0
@@ -97,12 +106,7 @@ class LayerContext:
             for x in self.probes:
                 ref = self.reference(x)
                 try:
-                    if candidate.function is not None:
-                        got = candidate.function(x, self.weight, self.bias, **candidate.options)
-                    elif candidate.form == "frozen" and isinstance(self.layer, XDConv):
-                        got = candidate.module(x, self.bias)
-                    else:
-                        got = candidate.module(x)
+                    got = self.run(candidate, x)
                 except RuntimeError:  # e.g. a circular padding longer than the input: not this form
                     return math.inf
                 if got.shape != ref.shape:
@@ -165,6 +169,23 @@ def xd_flops(xd: XDConv, with_kernel_fft: bool = True) -> float:
     for q in list(xd.M) + list(xd.K):
         flops += 2.0 * (cin + cout) / 2 * math.prod(ns) * (q.n1 + q.n2)
     return flops
+
+
+def original_conv_flops(xd: XDConv, sizes: Sequence[int]) -> float:
+    """FLOPs per sample of the direct convolution an XD layer was relaxed from, on inputs of ``sizes``."""
+    taps = math.prod(g.kernel for g in xd.geometry)
+    return 2.0 * xd.out_channels * (xd.in_channels // xd.groups) * taps * math.prod(out_sizes(xd.geometry, sizes))
+
+
+def original_conv(xd: XDConv) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A direct convolution shaped as the one ``xd`` was relaxed from (random taps: it is only timed)."""
+    ref = next(xd.parameters())
+    weight = torch.randn(xd.out_channels, xd.in_channels // xd.groups, *(g.kernel for g in xd.geometry),
+                         dtype=ref.dtype, device=ref.device)
+    conv = (torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv3d)[xd.spatial_dims - 1]
+    pads = [p for g in reversed(xd.geometry) for p in g.pad]
+    strides, dilations = [g.stride for g in xd.geometry], [g.dilation for g in xd.geometry]
+    return lambda x: conv(torch.nn.functional.pad(x, pads), weight, None, strides, 0, dilations, xd.groups)
 
 
 def out_sizes(geometry: Sequence[AxisGeometry], sizes: Sequence[int]) -> list[int]:

@@ -21,10 +21,10 @@ import torch
 
 from ..ops import XDConv
 from ..ops.spectral import SpectralConv, kept_frequencies
-from .harden_context import (Candidate, CoreView, LayerContext, _buffer_geometry, _wrap_permutations, out_sizes,
+from .harden_context import (Candidate, CoreView, LayerContext, _buffer_geometry, _wrap_permutations, out_sizes, xd_flops,
                              without_factors)
 from .harden_conv import conv_from_taps
-from .harden_spectral import _dft_method, _kept
+from .harden_spectral import METHOD_EFFICIENCY, _dft_method, _kept
 
 #: Dilations a snapped conv may take (and the dilation of the conv the layer was relaxed from).
 DILATIONS = (1, 2, 4)
@@ -267,6 +267,21 @@ def _mode_energy(energy: torch.Tensor, ns: list[int], modes: int) -> float:
     return float(energy[torch.meshgrid(*index, indexing="ij")].sum())
 
 
+def snapped_fft_candidates(ctx: LayerContext) -> list[Candidate]:
+    """K and M projected onto the DFT pair, every mode of the refit ``L w`` kept (real FFTs): the
+    most accurate snapped form, chosen where a speed target affords it. Only for layers whose K
+    or M was learned (otherwise it is the ``fft`` form)."""
+    snap = snap_layer(ctx)
+    if snap is None or snap.view.wrap is not None or (not len(ctx.layer.M) and not len(ctx.layer.K)):
+        return []
+    xd = snap.view.layer
+    ns = [g.n for g in xd.geometry]
+    bias = xd.bias if xd.bias is not None else ctx.bias
+    module = SpectralConv(snap.spectrum, ns, xd.geometry, groups=xd.groups, bias=bias, method="fft")
+    return [Candidate("snapped_fft", module, xd_flops(xd, with_kernel_fft=False),
+                      f"all modes (FFT){snap.view.note}", lost=0.0)]
+
+
 def snapped_spectral_candidates(ctx: LayerContext) -> list[Candidate]:
     """The FNO-style layer on the fewest low modes that keep ``ctx.energy`` of the output energy
     (where K and M snap to the plain DFT pair; never all modes, which is the ``fft`` form)."""
@@ -299,4 +314,5 @@ def snapped_spectral_candidates(ctx: LayerContext) -> list[Candidate]:
     module = SpectralConv(snap.spectrum, [modes] * len(ns), xd.geometry, groups=xd.groups, bias=bias, method=method)
     detail = (f"modes={modes} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {kept:.2%} of the output "
               f"energy{view.note}")
-    return [Candidate("snapped_spectral", module, transform + mix, detail, lost=max(0.0, 1.0 - kept))]
+    return [Candidate("snapped_spectral", module, transform + mix, detail, lost=max(0.0, 1.0 - kept),
+                      efficiency=METHOD_EFFICIENCY[method])]

@@ -13,20 +13,22 @@ from .harden_context import Candidate, LayerContext, fft_flops, out_sizes, xd_fl
 
 #: Modes tried per axis by the binary search of the spectral form.
 MODE_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-#: The DFT of the kept modes as real matmuls is preferred to real FFTs until its FLOPs reach this
-#: multiple of the FFTs' (the measured crossover of benchmarks/bench_harden.py on CPU).
-DFT_MATMUL_CROSSOVER = 12.0
+#: Time per FLOP of a spectral form relative to the direct conv, by how it transforms: DFT matmuls
+#: or truncated real FFTs (medians of benchmarks/bench_forms.py on CPU). Their ratio is the
+#: crossover: DFT matmuls win until their FLOPs reach about 1.7x the FFTs'.
+METHOD_EFFICIENCY = {"matmul": 2.8, "fft": 4.9}
 #: Kept modes per axis up to which the spectral form may use DFT matmuls.
 DFT_MATMUL_MAX_MODES = 64
 
 
 def _dft_method(xd: XDConv, sizes: Sequence[int], kept: Sequence[int]) -> tuple[str, float]:
-    """``("matmul" | "fft", transform flops)`` for a spectral form keeping ``kept`` modes per axis."""
+    """``("matmul" | "fft", transform flops)`` for a spectral form keeping ``kept`` modes per axis
+    (the one of lower estimated time; the candidate's efficiency is ``METHOD_EFFICIENCY[method]``)."""
     ns = [g.n for g in xd.geometry]
     t = out_sizes(xd.geometry, sizes)
     by_fft = fft_flops(xd.in_channels + xd.out_channels, ns)
     by_matmul = 4.0 * (xd.in_channels * math.prod(sizes) + xd.out_channels * math.prod(t)) * sum(kept)
-    if max(kept) <= DFT_MATMUL_MAX_MODES and by_matmul < DFT_MATMUL_CROSSOVER * by_fft:
+    if max(kept) <= DFT_MATMUL_MAX_MODES and by_matmul * METHOD_EFFICIENCY["matmul"] < by_fft * METHOD_EFFICIENCY["fft"]:
         return "matmul", by_matmul
     return "fft", by_fft
 
@@ -64,7 +66,8 @@ def spectral_candidates(ctx: LayerContext) -> list[Candidate]:
         method, transform = _dft_method(xd, ctx.sizes, kept)
         mix = 8.0 * xd.out_channels * (xd.in_channels // xd.groups) * math.prod(kept)
         detail = f"modes={best} ({'matmul DFT' if method == 'matmul' else 'FFT'}){view.note}"
-        out.append(Candidate("spectral", build(best, method), transform + mix, detail))
+        out.append(Candidate("spectral", build(best, method), transform + mix, detail,
+                             efficiency=METHOD_EFFICIENCY[method]))
     return out
 
 

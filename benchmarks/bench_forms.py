@@ -1,0 +1,103 @@
+"""Time per FLOP of harden's frequency forms against the direct conv: the numbers behind the
+``efficiency`` column of ``xdfx.forms`` and ``METHOD_EFFICIENCY`` of ``xdfx.passes.harden_spectral``.
+
+    python benchmarks/bench_forms.py [--threads 1] [--out bench_forms]
+
+Per layer shape: the direct conv, the every-mode FFT form, a 12-mode spectral form through
+real FFTs and through DFT matmuls, and the frozen form of a ``monarch`` layer (learned K, M), timed interleaved (medians, warm-up first). A form's efficiency
+is its time over the conv's divided by its FLOPs over the conv's (harden's own FLOP counts);
+the crossover is how many times more DFT-matmul FLOPs than FFT FLOPs run in the same time.
+Writes benchmarks/results/<out>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import xdfx  # noqa: E402
+from benchmarks.timing import interleaved, machine, write_json  # noqa: E402
+from xdfx.ops.frozen import FrozenXD  # noqa: E402
+from xdfx.ops.spectral import SpectralConv  # noqa: E402
+from xdfx.passes.harden_context import fft_flops, original_conv_flops, out_sizes, xd_flops  # noqa: E402
+from xdfx.passes.harden_spectral import _kept  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+# (channels, spatial sizes, kernel, batch)
+CASES = [(6, (128,), 5, 20), (32, (256,), 5, 20), (64, (256,), 5, 20), (32, (1024,), 3, 20), (32, (1024,), 5, 20),
+         (32, (2048,), 5, 20), (16, (64, 64), 3, 8), (32, (32, 32), 5, 20)]
+MODES = 12
+
+
+def one(c: int, sizes: tuple[int, ...], k: int, batch: int, rounds: int) -> dict:
+    conv_cls = (nn.Conv1d, nn.Conv2d)[len(sizes) - 1]
+    conv = conv_cls(c, c, k, padding=k // 2, padding_mode="circular")
+    x = torch.randn(batch, c, *sizes)
+    xd = xdfx.relax(nn.Sequential(conv), x[:2], arch="fixed").get_submodule("0")
+    ns = [g.n for g in xd.geometry]
+    spec = torch.randn(c, c, *ns[:-1], ns[-1] // 2 + 1, dtype=torch.complex64)
+    forms = {
+        "fft": SpectralConv(spec, [max(ns)] * len(ns), xd.geometry, method="fft"),
+        "spectral_fft": SpectralConv(spec, [MODES] * len(ns), xd.geometry, method="fft"),
+        "spectral_matmul": SpectralConv(spec, [MODES] * len(ns), xd.geometry, method="matmul"),
+    }
+    monarch = xdfx.relax(nn.Sequential(conv), x[:2], arch="monarch").get_submodule("0")
+    forms["frozen_monarch"] = FrozenXD(monarch, None)
+    kept = _kept(ns, MODES)
+    mix = 8.0 * c * c * math.prod(kept)
+    by_fft = fft_flops(2 * c, ns)
+    by_matmul = 4.0 * (c * math.prod(sizes) + c * math.prod(out_sizes(xd.geometry, sizes))) * sum(kept)
+    flops = {"conv": original_conv_flops(xd, sizes), "fft": xd_flops(xd, with_kernel_fft=False),
+             "spectral_fft": by_fft + mix, "spectral_matmul": by_matmul + mix,
+             "frozen_monarch": xd_flops(monarch, with_kernel_fft=False)}
+
+    def call(m):
+        def run():
+            with torch.no_grad():
+                m(x)
+        return run
+
+    times = interleaved({"conv": call(conv), **{k_: call(m) for k_, m in forms.items()}}, rounds=rounds)
+    row = {"case": f"C={c} n={'x'.join(map(str, sizes))} k={k} batch={batch}",
+           "ms": {k_: 1e3 * t for k_, t in times.items()}, "flops": flops}
+    row["efficiency"] = {f: (times[f] / times["conv"]) / (flops[f] / flops["conv"]) for f in forms}
+    row["crossover"] = (by_matmul / by_fft) / (times["spectral_matmul"] / times["spectral_fft"])
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--out", default="scratch_bench_forms")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = [one(*case, rounds=args.rounds) for case in CASES]
+    lines = [f"Time per FLOP relative to the direct conv ({args.threads} thread(s), interleaved medians of "
+             f"{args.rounds}); spectral forms keep {MODES} modes per axis.", "",
+             "| layer | conv ms | fft ms | fft efficiency | spectral (FFT) efficiency | spectral (matmul) efficiency "
+             "| frozen monarch efficiency | matmul/FFT crossover |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        e = r["efficiency"]
+        lines.append(f"| {r['case']} | {r['ms']['conv']:.2f} | {r['ms']['fft']:.2f} | {e['fft']:.2f} | "
+                     f"{e['spectral_fft']:.2f} | {e['spectral_matmul']:.2f} | {e['frozen_monarch']:.2f} | {r['crossover']:.2f} |")
+    med = {f: statistics.median(r["efficiency"][f] for r in rows) for f in rows[0]["efficiency"]}
+    cross = statistics.median(r["crossover"] for r in rows)
+    lines += ["", f"Medians: fft {med['fft']:.2f}, spectral (FFT) {med['spectral_fft']:.2f}, spectral (matmul) "
+              f"{med['spectral_matmul']:.2f}, frozen monarch {med['frozen_monarch']:.2f}; crossover {cross:.2f}."]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    write_json(RESULTS / f"{args.out}.json", {"machine": machine(), "args": vars(args), "rows": rows,
+                                               "median_efficiency": med, "median_crossover": cross})
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
