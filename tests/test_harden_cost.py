@@ -38,9 +38,9 @@ def test_an_exact_form_within_the_target_is_kept() -> None:
 
 def test_a_tighter_target_snaps_onto_a_form_that_meets_it() -> None:
     _, relaxed, x = _decaying_layer()
-    hard = xdfx.harden(relaxed, example_inputs=x, max_cost=1.5, timing=False)
+    hard = xdfx.harden(relaxed, example_inputs=x, max_cost=1.6, timing=False)
     (rec,) = hard.xdfx_report.records
-    assert FORM_BY_NAME[rec.form].role == "snapped" and rec.cost_ratio <= 1.5, rec
+    assert FORM_BY_NAME[rec.form].role == "snapped" and rec.cost_ratio <= 1.6, rec
     assert rec.energy_lost > 0 and "cost more than max_cost" not in hard.xdfx_report.summary()
 
 

@@ -14,9 +14,10 @@ from .harden_context import Candidate, LayerContext, fft_flops, out_sizes, xd_fl
 #: Modes tried per axis by the binary search of the spectral form.
 MODE_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 #: Time per FLOP of a spectral form relative to the direct conv, by how it transforms: DFT matmuls
-#: or truncated real FFTs (medians of benchmarks/bench_forms.py on CPU). Their ratio is the
-#: crossover: DFT matmuls win until their FLOPs reach about 1.7x the FFTs'.
-METHOD_EFFICIENCY = {"matmul": 2.8, "fft": 4.9}
+#: (medians of benchmarks/bench_forms.py runs on CPU: 2.1-2.8) or truncated real FFTs (set so that
+#: the ratio is the measured median crossover, 1.84-1.87: DFT matmuls win until their FLOPs reach
+#: that multiple of the FFTs').
+METHOD_EFFICIENCY = {"matmul": 2.8, "fft": 5.2}
 #: Kept modes per axis up to which the spectral form may use DFT matmuls.
 DFT_MATMUL_MAX_MODES = 64
 
