@@ -26,8 +26,8 @@ import xdfx  # noqa: E402
 from benchmarks.timing import interleaved, machine, write_json  # noqa: E402
 from xdfx.ops.frozen import FrozenXD  # noqa: E402
 from xdfx.ops.spectral import SpectralConv  # noqa: E402
-from xdfx.passes.harden_context import fft_flops, original_conv_flops, out_sizes, xd_flops  # noqa: E402
-from xdfx.passes.harden_spectral import _kept  # noqa: E402
+from xdfx.passes.harden_context import original_conv_flops, xd_flops  # noqa: E402
+from xdfx.passes.harden_spectral import _kept, transform_flops  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 # (channels, spatial sizes, kernel, batch)
@@ -52,8 +52,8 @@ def one(c: int, sizes: tuple[int, ...], k: int, batch: int, rounds: int) -> dict
     forms["frozen_monarch"] = FrozenXD(monarch, None)
     kept = _kept(ns, MODES)
     mix = 8.0 * c * c * math.prod(kept)
-    by_fft = fft_flops(2 * c, ns)
-    by_matmul = 4.0 * (c * math.prod(sizes) + c * math.prod(out_sizes(xd.geometry, sizes))) * sum(kept)
+    by = transform_flops(xd, sizes, kept)
+    by_fft, by_matmul = by["fft"], by["matmul"]
     flops = {"conv": original_conv_flops(xd, sizes), "fft": xd_flops(xd, with_kernel_fft=False),
              "spectral_fft": by_fft + mix, "spectral_matmul": by_matmul + mix,
              "frozen_monarch": xd_flops(monarch, with_kernel_fft=False)}

@@ -165,9 +165,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path = RESULTS / f"{args.out}.json"
-    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    saved = json.loads(path.read_text()) if path.exists() else None
+    rows = saved["rows"] if saved else []
     if args.merge:
-        saved = json.loads(path.read_text())
         have = {(r["res"], r["model"], r["seed"]) for r in rows}
         for name in args.merge.split(","):
             rows += [r for r in json.loads((RESULTS / f"{name}.json").read_text())["rows"]

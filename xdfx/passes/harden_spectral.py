@@ -22,13 +22,19 @@ METHOD_EFFICIENCY = {"matmul": 2.8, "fft": 5.2}
 DFT_MATMUL_MAX_MODES = 64
 
 
+def transform_flops(xd: XDConv, sizes: Sequence[int], kept: Sequence[int]) -> dict[str, float]:
+    """FLOPs of a spectral form's two transforms per sample, by method: real FFTs over every
+    position, or DFT matmuls onto the ``kept`` modes per axis."""
+    t = out_sizes(xd.geometry, sizes)
+    return {"fft": fft_flops(xd.in_channels + xd.out_channels, [g.n for g in xd.geometry]),
+            "matmul": 4.0 * (xd.in_channels * math.prod(sizes) + xd.out_channels * math.prod(t)) * sum(kept)}
+
+
 def _dft_method(xd: XDConv, sizes: Sequence[int], kept: Sequence[int]) -> tuple[str, float]:
     """``("matmul" | "fft", transform flops)`` for a spectral form keeping ``kept`` modes per axis
     (the one of lower estimated time; the candidate's efficiency is ``METHOD_EFFICIENCY[method]``)."""
-    ns = [g.n for g in xd.geometry]
-    t = out_sizes(xd.geometry, sizes)
-    by_fft = fft_flops(xd.in_channels + xd.out_channels, ns)
-    by_matmul = 4.0 * (xd.in_channels * math.prod(sizes) + xd.out_channels * math.prod(t)) * sum(kept)
+    flops = transform_flops(xd, sizes, kept)
+    by_fft, by_matmul = flops["fft"], flops["matmul"]
     if max(kept) <= DFT_MATMUL_MAX_MODES and by_matmul * METHOD_EFFICIENCY["matmul"] < by_fft * METHOD_EFFICIENCY["fft"]:
         return "matmul", by_matmul
     return "fft", by_fft
