@@ -5,7 +5,7 @@ searched one's, and its inference time against the original CNN's, measured inte
 
 Each model is the README's TCN (``examples.models.TCN``) or the demo's FNO-shaped CNN on Burgers
 1-d (resolution 128, 400 train / 100 test). Per seed: the CNN is trained, its relaxation
-(default ``arch="monarch"``, pointwise convs kept) searched for ``--search-epochs``, hardened with
+(``--arch``, default the library's ``fixed``; pointwise convs kept) searched for ``--search-epochs``, hardened with
 ``snap="auto"`` at ``--energy``, then fine-tuned for ``--finetune-epochs``. Writes
 benchmarks/results/<out>.{json,md} (default an untracked ``scratch_bench_snap``).
 """
@@ -57,7 +57,7 @@ def run(model: str, seed: int, args) -> dict:
     torch.manual_seed(seed)
     backbone = MODELS[model]()
     fit(cnn, train, args.cnn_epochs)
-    searched = xdfx.relax(backbone, test_x[:2], exclude=[_pointwise])
+    searched = xdfx.relax(backbone, test_x[:2], arch=args.arch, exclude=[_pointwise])
     fit(searched, train, args.search_epochs)
     max_cost = None if args.max_cost == "none" else float(args.max_cost)
     hard = xdfx.harden(searched, tol=args.tol, example_inputs=(test_x[:20],), energy=args.energy, max_cost=max_cost,
@@ -91,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tcn,fno_cnn")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--arch", default="fixed", choices=["fixed", "monarch"])
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--ntrain", type=int, default=400)
     parser.add_argument("--ntest", type=int, default=100)
@@ -120,7 +121,7 @@ def main() -> None:
         lines.append(f"| {m} | {cell('cnn', '.4f')} | {cell('searched', '.4f')} | {cell('snapped', '.4f')} | "
                      f"{cell('hardened', '.4f')} | {cell('error_vs_searched', '.2f')} | {cell('latency_vs_cnn', '.2f')} |")
     head = (f"Burgers 1-d at {args.resolution}, {args.ntrain} train / {args.ntest} test; CNN {args.cnn_epochs} epochs; "
-            f"search {args.search_epochs} epochs (arch monarch); harden snap=auto energy={args.energy} tol={args.tol} "
+            f"search {args.search_epochs} epochs (arch {args.arch}); harden snap=auto energy={args.energy} tol={args.tol} "
             f"max_cost={args.max_cost}; "
             f"fine-tune {args.finetune_epochs} epochs at lr {args.finetune_lr}; latency: batch 20, {args.threads} "
             f"thread(s), interleaved medians of {args.rounds}; mean ± std over seeds {args.seeds}.")

@@ -267,7 +267,17 @@ def run_digits(args) -> dict:
             for key, value in (("seeds", seed), ("accuracy", hist["val_metric"][-1]), ("seconds_per_epoch", sec),
                                ("history", hist)):
                 row[key].append(value)
-            print(f"digits {label} seed {seed}: accuracy {hist['val_metric'][-1]:.4f}, {sec:.2f} s/epoch", flush=True)
+            hard_note = ""
+            if label.startswith("xd"):
+                hard = harden_searched(model, train_loader, data["x_train"][:64], F.cross_entropy,
+                                       tol=args.harden_tol)
+                with torch.no_grad():
+                    hard_acc = accuracy(hard(data["x_test"]), data["y_test"])
+                row.setdefault("hardened_accuracy", []).append(hard_acc)
+                row.setdefault("harden", []).append(harden_summary(hard))
+                hard_note = f", hardened {hard_acc:.4f}"
+            print(f"digits {label} seed {seed}: accuracy {hist['val_metric'][-1]:.4f}{hard_note}, {sec:.2f} s/epoch",
+                  flush=True)
         row["spread"] = spread(row["accuracy"])
         row["metric"] = row["spread"]["mean"]
         row["seconds_per_epoch"] = sum(row["seconds_per_epoch"]) / len(row["seconds_per_epoch"])

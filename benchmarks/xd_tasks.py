@@ -94,9 +94,10 @@ def digits_rows() -> list[dict]:
     if payload is None:
         return []
     res = payload["results"]["digits"]
-    get = lambda m: res.get(m, {}).get("accuracy", [])  # noqa: E731
+    get = lambda m, key="accuracy": res.get(m, {}).get(key, [])  # noqa: E731
     return [{"task": "permuted digits", "metric": "accuracy", "cnn": get("cnn"), "xd": get("xd"),
-             "xd-fixed": get("xd-fixed"), "ref": [], "ref_name": "-", "hard": {},
+             "xd-fixed": get("xd-fixed"), "ref": [], "ref_name": "-",
+             "hard": {m: get(m, "hardened_accuracy") for m in ("xd", "xd-fixed")},
              "sec": {m: [res[m]["seconds_per_epoch"]] if m in res else [] for m in ("cnn", "xd", "xd-fixed")} | {"ref": []}}]
 
 

@@ -4,8 +4,8 @@
 
 Every process relaxes the same Burgers CNN (pointwise convs excluded, as in the demo), wraps it
 in DDP and trains its share of the data (a ``DistributedSampler``) with ``xdfx.search``: the
-gradients of the weights and of the architecture (K, L, M) are all-reduced, so the replicas stay
-identical. Rank 0 writes the checkpoint of the unwrapped model, which ``xdfx.load_checkpoint``
+gradients of the weights (and, with ``--arch monarch``, of the architecture K, L, M) are
+all-reduced, so the replicas stay identical. Rank 0 writes the checkpoint of the unwrapped model, which ``xdfx.load_checkpoint``
 loads into a freshly relaxed model in a single process. CPU processes talk over gloo, GPUs over
 NCCL (one GPU per process); several machines: ``torchrun --nnodes=N --node_rank=i
 --master_addr=HOST --master_port=PORT ...`` on each. Without torchrun it runs as one process.
@@ -38,10 +38,10 @@ def pointwise(name: str, module) -> bool:
     return module is not None and all(k == 1 for k in module.kernel_size)
 
 
-def build_relaxed(width: int, resolution: int, seed: int = 0) -> torch.fx.GraphModule:
+def build_relaxed(width: int, resolution: int, seed: int = 0, arch: str = "fixed") -> torch.fx.GraphModule:
     """The relaxed Burgers CNN, identical in every process (same seed, same example shape)."""
     torch.manual_seed(seed)
-    return xdfx.relax(BurgersCNN(width=width), torch.zeros(2, 2, resolution), exclude=[pointwise])
+    return xdfx.relax(BurgersCNN(width=width), torch.zeros(2, 2, resolution), arch=arch, exclude=[pointwise])
 
 
 def load_data(samples: int, resolution: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--arch-lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", default="fixed", choices=["fixed", "monarch"], help="xdfx.relax's arch")
     parser.add_argument("--out", type=Path, default=Path("ddp_search.pt"), help="checkpoint written by rank 0")
     parser.add_argument("--probe", type=Path, default=None, help="rank 0 also saves the trained model's outputs on a fixed probe here")
     args = parser.parse_args(argv)
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
         loader = EpochLoader(DataLoader(train, batch_size=args.batch_size, sampler=sampler), sampler)
 
-        relaxed = build_relaxed(args.width, args.resolution, args.seed).to(device)
+        relaxed = build_relaxed(args.width, args.resolution, args.seed, args.arch).to(device)
         model = DistributedDataParallel(relaxed, device_ids=[local_rank] if cuda else None) if distributed else relaxed
         # built on the wrapper: the same parameters, architecture ones in their own optimizer
         opt = xdfx.optimizers(model, lambda p: torch.optim.Adam(p, lr=args.lr), arch_lr=args.arch_lr)

@@ -21,7 +21,7 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
         from tests.test_search import SmallCNN
 
         torch.manual_seed(0)  # same initial model everywhere
-        relaxed = xdfx.relax(SmallCNN(), torch.randn(2, 2, 32))
+        relaxed = xdfx.relax(SmallCNN(), torch.randn(2, 2, 32), arch="monarch")
         model = DistributedDataParallel(relaxed)
         opt = optimizers(model, lambda p: torch.optim.Adam(p, lr=1e-2), arch_lr=1e-2)
         gen = torch.Generator().manual_seed(100 + rank)  # different data on every rank
@@ -42,7 +42,7 @@ def test_ddp_two_processes_stay_in_sync(tmp_path) -> None:
     from tests.test_search import SmallCNN
 
     torch.manual_seed(0)
-    initial = xdfx.relax(SmallCNN(), torch.randn(2, 2, 32))
+    initial = xdfx.relax(SmallCNN(), torch.randn(2, 2, 32), arch="monarch")
     arch = {id(p) for p in xdfx.arch_parameters(initial)}
     arch_names = {n for n, p in initial.named_parameters() if id(p) in arch}
     assert a.keys() == b.keys()

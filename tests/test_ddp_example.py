@@ -15,7 +15,8 @@ import xdfx
 from examples.ddp_search import build_relaxed
 
 ROOT = Path(__file__).resolve().parent.parent
-SIZES = ["--samples", "32", "--held-out", "8", "--resolution", "32", "--width", "8", "--batch-size", "8"]
+SIZES = ["--samples", "32", "--held-out", "8", "--resolution", "32", "--width", "8", "--batch-size", "8",
+         "--arch", "monarch"]  # learnable K, L, M: both optimizers' gradients are all-reduced
 
 
 def _free_port() -> int:
@@ -35,7 +36,7 @@ def test_torchrun_two_gloo_processes_and_single_process_reload(tmp_path) -> None
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 process(es), 2 epochs" in done.stdout
 
-    fresh = build_relaxed(width=8, resolution=32)
+    fresh = build_relaxed(width=8, resolution=32, arch="monarch")
     initial = {k: v.clone() for k, v in fresh.state_dict().items()}
     opt = xdfx.optimizers(fresh, lambda p: torch.optim.Adam(p, lr=1e-3))
     state = xdfx.load_checkpoint(ckpt, fresh, opt)  # optimizer state too: a single process can resume

@@ -269,7 +269,7 @@ def test_frozen_graph_conv_exports(tmp_path) -> None:
     torch.manual_seed(0)
     entry = ZOO["gcn"]
     inputs = entry.example_inputs()
-    relaxed = xdfx.relax(entry.make().eval(), inputs)
+    relaxed = xdfx.relax(entry.make().eval(), inputs, arch="monarch")
     with torch.no_grad():
         for m in relaxed.modules():
             if isinstance(m, XDGraphConv) and m.K is not None:
@@ -459,7 +459,7 @@ def test_searched_permuted_digits_model_exports(tmp_path) -> None:
     torch.manual_seed(0)
     data = permuted_digits.load(seed=0)
     loader = [(data["x_train"][i:i + 64], data["y_train"][i:i + 64]) for i in range(0, 256, 64)]
-    relaxed = xdfx.relax(DigitsCNN(width=8), data["x_train"][:2])
+    relaxed = xdfx.relax(DigitsCNN(width=8), data["x_train"][:2], arch="monarch")
     search(relaxed, loader, torch.nn.functional.cross_entropy, 2, opt=optimizers(relaxed), progress=False)
     assert any(float(p.grad.abs().sum()) > 0 for p in xdfx.arch_parameters(relaxed) if p.grad is not None)
     hard = xdfx.harden(relaxed.eval(), tol=1e-3, example_inputs=(data["x_test"][:32],))

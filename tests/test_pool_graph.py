@@ -130,7 +130,7 @@ def test_gcn_trains_on_karate_club() -> None:
     torch.manual_seed(0)
     g, labels = _karate()
     x = torch.eye(34)
-    r = xdfx.relax(GCN(g), x)
+    r = xdfx.relax(GCN(g), x, arch="monarch")
     train = torch.tensor([0, 33])  # one labelled node per club, as in Kipf & Welling's demo
     weights = torch.optim.Adam(xdfx.model_parameters(r), lr=0.02)
     arch = torch.optim.Adam(xdfx.arch_parameters(r), lr=1e-3)

@@ -43,7 +43,7 @@ def _burgers_loaders(tmp_path, monkeypatch, n=48, res=64):
 
 
 def test_optimizer_pair_keeps_architecture_apart() -> None:
-    relaxed = xdfx.relax(SmallCNN(), torch.randn(2, 2, 32))
+    relaxed = xdfx.relax(SmallCNN(), torch.randn(2, 2, 32), arch="monarch")
     opt = optimizers(relaxed, lambda p: torch.optim.SGD(p, lr=0.1), arch_lr=1e-3, warmup_epochs=2)
     in_model = {id(p) for g in opt.model.param_groups for p in g["params"]}
     assert not in_model & {id(p) for p in xdfx.arch_parameters(relaxed)}
@@ -59,7 +59,8 @@ def test_optimizer_pair_keeps_architecture_apart() -> None:
 def test_search_decreases_loss_and_moves_architecture(tmp_path, monkeypatch) -> None:
     torch.manual_seed(0)
     train, val, example = _burgers_loaders(tmp_path, monkeypatch)
-    relaxed = xdfx.relax(SmallCNN(), example, exclude=[lambda n, m: m is not None and m.kernel_size == (1,)])
+    relaxed = xdfx.relax(SmallCNN(), example, arch="monarch",
+                         exclude=[lambda n, m: m is not None and m.kernel_size == (1,)])
     before = [p.detach().clone() for p in xdfx.arch_parameters(relaxed)]
     opt = optimizers(relaxed, lambda p: torch.optim.Adam(p, lr=3e-3), arch_lr=1e-3)
     out = search(relaxed, train, nn.functional.mse_loss, 6, val_loader=val, opt=opt, progress=False,
@@ -101,11 +102,12 @@ def test_bad_checkpoints(tmp_path) -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_nan_is_caught_with_a_clear_error() -> None:
-    model = xdfx.relax(SmallCNN(), torch.randn(1, 2, 32))
+@pytest.mark.parametrize("arch, advice", [("monarch", "architecture learning rate"), ("fixed", "lower the learning rate")])
+def test_nan_is_caught_with_a_clear_error(arch: str, advice: str) -> None:
+    model = xdfx.relax(SmallCNN(), torch.randn(1, 2, 32), arch=arch)
     x = torch.randn(8, 2, 32)
     y = torch.full((8, 1, 32), math.nan)
-    with pytest.raises(xdfx.XdfxError, match="loss became nan at epoch 1, step 1.*architecture learning rate"):
+    with pytest.raises(xdfx.XdfxError, match=f"loss became nan at epoch 1, step 1.*{advice}"):
         search(model, [(x, y)], nn.functional.mse_loss, 1, progress=False)
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import xdfx
 from xdfx.forms import FORM_BY_NAME
 from xdfx.harden import MIN_SNAP_ENERGY
-from xdfx.ops import SpectralConv
+from xdfx.ops import LocalPlusModes, SpectralConv
 
 
 def cost(form: str, flops: float) -> float:
@@ -105,6 +105,36 @@ def test_planted_broadband_spectrum_snaps_to_low_modes() -> None:
     assert 0 < rec.energy_lost < 1e-2 and 1e-4 < rec.error < 0.1
     layer = hard.get_submodule("0")
     assert isinstance(layer, SpectralConv) and layer.modes == (8,)
+
+
+def test_planted_stencil_plus_low_modes_snaps_to_both_paths(tmp_path) -> None:
+    """A searched layer that kept its conv's stencil and grew a global part on 3 low modes: neither
+    taps nor modes alone are near it, the conv's taps plus the modes of the rest are (error within
+    float32 round-off of the layer, 1e-5), and the two-path module exports to onnxruntime."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 32, 256)
+    conv = nn.Conv1d(32, 32, 3, padding=1, padding_mode="circular")
+    relaxed = xdfx.relax(nn.Sequential(conv), x, arch="fixed")
+    xd = relaxed.get_submodule("0")
+    with torch.no_grad():
+        w = xd.kernel().clone()
+        glob = torch.zeros(32, 32, 129, dtype=torch.complex64)
+        glob[..., :3] = 0.3 * torch.randn(32, 32, 3, dtype=torch.complex64)
+        glob[..., 0] = glob[..., 0].real
+        xd.set_kernel(w + torch.fft.irfft(glob.conj(), n=256))
+    hard = xdfx.harden(relaxed, example_inputs=x, max_cost=1.5)
+    (rec,) = hard.xdfx_report.records
+    assert rec.form == "snapped_local_modes" and rec.detail.startswith("k=(3,) d=(1,)") and "modes=3 " in rec.detail, rec
+    assert rec.error < 1e-5 and rec.energy_lost < 1e-9 and rec.cost_ratio <= 1.5
+    layer = hard.get_submodule("0")
+    assert isinstance(layer, LocalPlusModes) and isinstance(layer.local, nn.Conv1d) and layer.modes.modes == (3,)
+    assert torch.allclose(layer.local.weight, conv.weight, atol=1e-5)  # the stencil is the conv's own
+    with torch.no_grad():
+        assert _rel_max(hard(x), relaxed(x)) < 1e-5
+    snap = {r.form for r in xdfx.harden(relaxed, example_inputs=x, max_cost=1.5, snap="never").xdfx_report}
+    assert snap == {"fft"}  # only every mode is exact
+    result = xdfx.export.onnx(hard, (x[:2],), tmp_path / "two_paths.onnx", check_batches=(1, 3))
+    assert {1, 3} <= set(result.errors) and max(result.errors.values()) < 1e-4
 
 
 def test_always_lets_snapped_forms_beat_exact_ones() -> None:

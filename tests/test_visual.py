@@ -123,7 +123,7 @@ def tcn(tmp_path_factory):
     torch.manual_seed(0)
     model = TCN(channels=8, layers=3, kernel=3).eval()
     x = torch.randn(2, 1, 64)
-    relaxed = xdfx.relax(model, x)
+    relaxed = xdfx.relax(model, x, arch="monarch")  # the report draws the learned K, M too
     folder = tmp_path_factory.mktemp("tcn") / "report"
     out = visual.report(relaxed, folder, example_inputs=x, tol=1e-4)
     records = xdfx.harden(relaxed, tol=1e-4, example_inputs=x).xdfx_report.records
@@ -154,7 +154,7 @@ def _small_cnn() -> nn.Module:
 def searched(tmp_path_factory):
     torch.manual_seed(0)
     x, y = torch.randn(8, 2, 32), torch.randn(8, 1, 32)
-    relaxed = xdfx.relax(_small_cnn(), x)
+    relaxed = xdfx.relax(_small_cnn(), x, arch="monarch")
     opt_w = torch.optim.Adam(xdfx.model_parameters(relaxed), lr=1e-2)
     opt_a = torch.optim.Adam(xdfx.arch_parameters(relaxed), lr=1e-2)
     history = {"epoch": [], "train_loss": [], "val_metric": [], "model_lr": [], "arch_lr": [], "metric_name": "mse"}

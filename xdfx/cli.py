@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("model", help="package.module:callable returning an nn.Module (no arguments)")
         p.add_argument("--shape", type=_shape, required=True, help="example input shape, e.g. 2,3,32,32")
-        p.add_argument("--arch", default="monarch", choices=["monarch", "fixed"], help="structured K, L, M or plain FFTs")
+        p.add_argument("--arch", default="fixed", choices=["monarch", "fixed"], help="structured K, L, M or plain FFTs")
         p.add_argument("--seed", type=int, default=0)
         return p
 
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name in ("export", "report"):
             p.add_argument("--out", required=True, help="output file (export) or folder (report)")
     p = sub.add_parser("demo", help="the end-to-end demo: relax -> search -> harden -> export on Burgers")
-    p.add_argument("--arch", default="monarch", choices=["monarch", "fixed"])
+    p.add_argument("--arch", default="fixed", choices=["monarch", "fixed"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=25)
     args = parser.parse_args(argv)

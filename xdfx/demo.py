@@ -65,7 +65,7 @@ def _latency_ms(model, x: torch.Tensor, repeats: int = 20) -> float:
     return 1e3 * sorted(times)[len(times) // 2]
 
 
-def run_demo(arch: str = "monarch", seed: int = 0, epochs: int = 25, ntrain: int = 400, resolution: int = 128) -> int:
+def run_demo(arch: str = "fixed", seed: int = 0, epochs: int = 25, ntrain: int = 400, resolution: int = 128) -> int:
     """Run the pipeline and print one table; returns a process exit code."""
     console = Console(width=120)
     torch.manual_seed(seed)

@@ -5,7 +5,10 @@ graph convolutions), the builder of its candidates, and its *efficiency*: estima
 relative to a direct convolution on CPU (``benchmarks/bench_forms.py`` measures the frequency forms;
 a spectral candidate carries its own, by how it transforms).
 Every candidate is measured on the layer's probe inputs; the cheapest one within ``tol`` wins,
-ties going to the earlier row. Adding a form is adding a row and its builder.
+ties going to the earlier row. A form that runs through transforms (efficiency other than 1) must
+be cheaper than a direct form by ``TRANSFORM_MARGIN`` to win over it: its efficiency is a measured
+median that moves 10-20% between runs, and the direct form gives the user's own op back.
+Adding a form is adding a row and its builder.
 
 A row's *role* says how it competes: ``"exact"`` forms must be within ``tol``; ``"fallback"`` forms
 (every mode, or the frozen layer) are exact but no cheaper than the relaxed layer; ``"snapped"``
@@ -24,11 +27,14 @@ from .passes.harden_context import Candidate, LayerContext
 from .passes.harden_conv import conv_candidates
 from .passes.harden_graph import frozen_graph_candidates, graph_polynomial_candidates
 from .passes.harden_restore import conv_function_candidates, identity_candidates, pool_candidates, zero_candidates
-from .passes.harden_snap import snapped_conv_candidates, snapped_fft_candidates, snapped_spectral_candidates
+from .passes.harden_snap import (snapped_conv_candidates, snapped_fft_candidates, snapped_local_modes_candidates,
+                                 snapped_spectral_candidates)
 from .passes.harden_spectral import fft_candidates, frozen_candidates, spectral_candidates
 
 #: ``harden(snap=...)`` values.
 SNAP_MODES = ("auto", "always", "never")
+#: how much cheaper a transform-based form must be to win over a direct one (see the docstring)
+TRANSFORM_MARGIN = 1.25
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,9 @@ FORMS: tuple[Form, ...] = (
          "K, M snapped to the DFT, every mode of the refit L w kept (real FFTs)", "snapped"),
     Form("snapped_spectral", ("xd",), snapped_spectral_candidates, 2.8,
          "K, M snapped to the DFT, L w to the fewest low modes keeping the energy fraction of the output", "snapped"),
+    Form("snapped_local_modes", ("xd",), snapped_local_modes_candidates, 2.8,
+         "K, M snapped to the DFT, L w to the conv's own taps plus the fewest low modes of the rest (FNO's local "
+         "and Fourier paths)", "snapped"),
 )
 FORM_BY_NAME = {f.name: f for f in FORMS}
 
@@ -78,6 +87,12 @@ def candidates(ctx: LayerContext, snapped: bool = False) -> list[Candidate]:
     kind = "xd" if ctx.is_grid else "graph"
     return [c for form in FORMS if kind in form.applies_to and (form.role == "snapped") == snapped
             for c in form.build(ctx)]
+
+
+def _margin(candidate: Candidate) -> float:
+    """``TRANSFORM_MARGIN`` for a transform-based candidate, 1 for a direct one (ranking only)."""
+    direct = (candidate.efficiency or FORM_BY_NAME[candidate.form].efficiency) == 1.0
+    return 1.0 if direct else TRANSFORM_MARGIN
 
 
 def wants_snap(chosen: Candidate, tol: float, limit: float | None = None,
@@ -101,7 +116,7 @@ def choose(cands: list[Candidate], tol: float, snap: str = "never", limit: float
     most accurate one within it, else the cheapest; a replaced choice becomes the runner-up. ``cost_of`` prices a candidate (the table's estimate, or a measured time).
     """
     order = [f.name for f in FORMS]
-    key = lambda c: (cost_of(c), order.index(c.form))  # noqa: E731
+    key = lambda c: (cost_of(c) * _margin(c), order.index(c.form))  # noqa: E731
     snapped = [c for c in cands if FORM_BY_NAME[c.form].role == "snapped" and math.isfinite(c.error)]
     snapped = sorted(snapped, key=lambda c: (cost_of(c), c.error, order.index(c.form))) if snap != "never" else []
     exact = [c for c in cands if FORM_BY_NAME[c.form].role != "snapped"]

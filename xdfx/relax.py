@@ -30,7 +30,7 @@ def relax(
     model: nn.Module,
     example_inputs: torch.Tensor | Sequence[Any],
     *,
-    arch: str = "monarch",
+    arch: str = "fixed",
     max_kernel_size: int | None = None,
     budget: Budget | None = Budget(),
     include: Sequence[Selector] = (),

@@ -4,12 +4,13 @@ from .frozen import FrozenXD
 from .geometry import AxisGeometry, smooth_size
 from .graph import XDGraphConv
 from .graph_forms import FrozenGraphConv, GraphPolynomial
-from .hardened import Gather, Pad, PadTo, Zero, make_conv
+from .hardened import Gather, LocalPlusModes, Pad, PadTo, Zero, make_conv
 from .monarch import FixedMonarch, LinearMap, Monarch
 from .spectral import SpectralConv
 from .xd import XDConv
 
 __all__ = [
-    "AxisGeometry", "FixedMonarch", "FrozenGraphConv", "FrozenXD", "Gather", "GraphPolynomial", "LinearMap", "Monarch",
-    "Pad", "PadTo", "SpectralConv", "XDConv", "XDGraphConv", "Zero", "make_conv", "smooth_size",
+    "AxisGeometry", "FixedMonarch", "FrozenGraphConv", "FrozenXD", "Gather", "GraphPolynomial", "LinearMap",
+    "LocalPlusModes", "Monarch", "Pad", "PadTo", "SpectralConv", "XDConv", "XDGraphConv", "Zero", "make_conv",
+    "smooth_size",
 ]

@@ -86,6 +86,18 @@ class CircularLayer(nn.Module):
         self.register_buffer("out_scale", None)
         self.M = nn.ModuleList()  # structured factors Q_M, Q_K per axis (none: the plain DFT pair)
         self.K = nn.ModuleList()
+        for i, g in enumerate(self.geometry[:-1]):  # the float32 CPU weights now: no cast in forward
+            if g.stride > 1 and g.n % g.stride == 0:
+                self.fold_weights(i, torch.device("cpu"), torch.complex64)
+
+    def fold_weights(self, axis: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`AxisGeometry.fold_weights` of ``axis`` on ``device`` in ``dtype``, built once."""
+        cache = self.__dict__.setdefault("_fold_cache", {})
+        key = (self.geometry[axis], torch.device(device), dtype)  # the geometry itself: harden may swap it
+        if key not in cache:
+            alias, post = self.geometry[axis].fold_weights()
+            cache[key] = (alias.to(device, dtype), None if post is None else post.to(device, dtype))
+        return cache[key]
 
     @property
     def spatial_dims(self) -> int:
@@ -136,16 +148,16 @@ class CircularLayer(nn.Module):
         for i, g in enumerate(self.geometry):
             if not folded[i]:
                 continue
-            alias, post = g.fold_weights()
+            alias, post = self.fold_weights(i, z.device, z.dtype)
             s, m = g.stride, g.n // g.stride
             lead = z.shape[:i]
             # the weighted sum of the s aliased blocks as one (1 x s) matmul over contiguous rows
             zr = z.reshape(math.prod(lead), s, -1)
-            z = torch.matmul(alias.to(z.device, z.dtype).reshape(1, s), zr).reshape(*lead, m, *z.shape[i + 1 :])
+            z = torch.matmul(alias.reshape(1, s), zr).reshape(*lead, m, *z.shape[i + 1 :])
             if post is not None:
                 view = [1] * z.dim()
                 view[i] = -1
-                z = z * post.to(z.device, z.dtype).reshape(view)
+                z = z * post.reshape(view)
         return z
 
     def folded_lengths(self, folded: Sequence[bool]) -> list[int]:

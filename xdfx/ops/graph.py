@@ -208,7 +208,7 @@ class XDGraphConv(nn.Module):
         *,
         channels: int | None = None,
         taps: int = 3,
-        arch: str = "monarch",
+        arch: str = "fixed",
         kernel: torch.Tensor | None = None,
         polynomial: str = "power",
         eigenbasis: bool | None = None,

@@ -1,5 +1,5 @@
 """Small standard operators that hardened layers are made of: zeros, a conv with an explicit pad,
-zero-extension and index gathers (learned permutations of K or M)."""
+zero-extension, index gathers (learned permutations of K or M) and the sum of two branches."""
 
 from __future__ import annotations
 
@@ -27,6 +27,19 @@ class Zero(nn.Module):
         sizes = [g.out_size(x.shape[2 + i]) for i, g in enumerate(self.geometry)]
         y = x.new_zeros(x.shape[0], self.out_channels, *sizes)
         return y if self.bias is None else y + self.bias.reshape(-1, *([1] * len(sizes)))
+
+
+class LocalPlusModes(nn.Module):
+    """``local(x) + modes(x)``: a conv on a few taps and a spectral conv on a few low modes, the
+    two parts of an FNO layer (pointwise or local path plus truncated Fourier path)."""
+
+    def __init__(self, local: nn.Module, modes: nn.Module) -> None:
+        super().__init__()
+        self.local = local
+        self.modes = modes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.local(x) + self.modes(x)
 
 
 class Pad(nn.Module):

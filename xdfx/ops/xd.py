@@ -88,7 +88,7 @@ class XDConv(CircularLayer):
         *,
         groups: int = 1,
         bias: bool = True,
-        arch: str = "monarch",
+        arch: str = "fixed",
         external_weight: bool = False,
         device=None,
         dtype=None,
@@ -132,7 +132,7 @@ class XDConv(CircularLayer):
         input_size: Sequence[int],
         *,
         max_kernel_size: int | None = None,
-        arch: str = "monarch",
+        arch: str = "fixed",
     ) -> "XDConv":
         """Warm-start an XD layer from an ``nn.Conv*d`` seen on inputs of spatial ``input_size``."""
         geometry = cls.conv_geometry(conv, input_size, max_kernel_size)

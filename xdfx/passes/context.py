@@ -26,7 +26,7 @@ class RelaxConfig:
         (``module`` is None for functional calls). Empty ``include`` means everything.
     """
 
-    arch: str = "monarch"
+    arch: str = "fixed"
     max_kernel_size: int | None = None
     include: tuple[Selector, ...] = ()
     exclude: tuple[Selector, ...] = ()

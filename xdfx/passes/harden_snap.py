@@ -4,7 +4,8 @@ form, accepted beyond ``tol``, to be fine-tuned afterwards (:func:`xdfx.finetune
 K and M go to the DFT pair, or to a permutation composed with it where a learned factor is close
 to one; ``L w`` is refit to the diagonal of the layer in the DFT basis, which makes the circular
 convolution nearest to the layer (in Frobenius norm, so for any stationary input). That ``L w`` then
-goes to ``k`` taps with a dilation, or to the ``m`` lowest modes, each the projection that keeps the
+goes to ``k`` taps with a dilation, to the ``m`` lowest modes, or to the conv's own taps plus the
+``m`` lowest modes of the rest (FNO's local and Fourier paths), each the projection that keeps the
 most *output* energy on the layer's probe inputs (``sum_f |X(f)|^2 |L w(f) - v(f)|^2`` is least:
 truncation for modes, weighted least squares for taps), with ``k`` and ``m`` the smallest that keep
 the fraction ``ctx.energy`` of it. The output energy dropped is the candidate's ``lost``; its
@@ -19,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from ..ops import XDConv
+from ..ops import LocalPlusModes, XDConv
 from ..ops.spectral import SpectralConv, kept_frequencies
 from .harden_context import (Candidate, CoreView, LayerContext, _buffer_geometry, _wrap_permutations, out_sizes, xd_flops,
                              without_factors)
@@ -267,6 +268,26 @@ def _mode_energy(energy: torch.Tensor, ns: list[int], modes: int) -> float:
     return float(energy[torch.meshgrid(*index, indexing="ij")].sum())
 
 
+def _fewest_modes(energy: torch.Tensor, ns: list[int], need: float) -> int:
+    """The fewest modes ``m`` whose (nested) kept boxes hold ``need`` of ``energy``."""
+    lo, hi = 1, max(n // 2 + 1 for n in ns)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _mode_energy(energy, ns, mid) >= need * (1 - 1e-12):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _output_energy(spectrum: torch.Tensor, power: torch.Tensor, groups: int) -> torch.Tensor:
+    """Output energy per frequency of the layer with ``L w = spectrum`` on inputs of ``power``."""
+    cout, cin = spectrum.shape[0] // groups, spectrum.shape[1]
+    freq = spectrum.shape[2:]
+    gain = spectrum.detach().cpu().abs().double().pow(2).reshape(groups, cout, cin, *freq)
+    return (gain * power.reshape(groups, 1, cin, *freq)).sum((0, 1, 2))
+
+
 def snapped_fft_candidates(ctx: LayerContext) -> list[Candidate]:
     """K and M projected onto the DFT pair, every mode of the refit ``L w`` kept (real FFTs): the
     most accurate snapped form, chosen where a speed target affords it. Only for layers whose K
@@ -290,22 +311,12 @@ def snapped_spectral_candidates(ctx: LayerContext) -> list[Candidate]:
         return []
     view, xd = snap.view, snap.view.layer
     ns = [g.n for g in xd.geometry]
-    g = xd.groups
-    cin, cout = xd.in_channels // g, xd.out_channels // g
-    freq = snap.spectrum.shape[2:]
-    gain = snap.spectrum.detach().cpu().abs().double().pow(2).reshape(g, cout, cin, *freq)
-    energy = (gain * snap.input_power().reshape(g, 1, cin, *freq)).sum((0, 1, 2))  # output energy per mode
+    energy = _output_energy(snap.spectrum, snap.input_power(), xd.groups)  # output energy per mode
     total = float(energy.sum())
     if not total:
         return []
-    lo, hi = 1, max(n // 2 + 1 for n in ns)
-    while lo < hi:  # the kept boxes are nested, so the kept energy grows with m
-        mid = (lo + hi) // 2
-        if _mode_energy(energy, ns, mid) >= ctx.energy * total * (1 - 1e-12):
-            hi = mid
-        else:
-            lo = mid + 1
-    modes, kept = lo, _mode_energy(energy, ns, lo) / total
+    modes = _fewest_modes(energy, ns, ctx.energy * total)
+    kept = _mode_energy(energy, ns, modes) / total
     if _kept(ns, modes) == [*ns[:-1], ns[-1] // 2 + 1]:
         return []
     method, transform = _dft_method(xd, ctx.sizes, _kept(ns, modes))
@@ -316,3 +327,85 @@ def snapped_spectral_candidates(ctx: LayerContext) -> list[Candidate]:
               f"energy{view.note}")
     return [Candidate("snapped_spectral", module, transform + mix, detail, lost=max(0.0, 1.0 - kept),
                       efficiency=METHOD_EFFICIENCY[method])]
+
+
+# ---------------------------------------------------------------- the conv's taps plus low modes
+def _own_box(kernel: torch.Tensor, geometry) -> list[tuple[int, int, int]]:
+    """Per axis ``(start, k, dilation)``: the conv's own taps and dilation, placed where the
+    kernel's marginal energy is largest."""
+    energy = kernel.detach().cpu().double().pow(2).sum((0, 1))
+    d = energy.dim()
+    box = []
+    for i, g in enumerate(geometry):
+        marginal = energy.sum(tuple(j for j in range(d) if j != i)) if d > 1 else energy
+        n = marginal.numel()
+        k = min(g.kernel, (n - 1) // g.dilation + 1)
+        index = (torch.arange(n)[:, None] + g.dilation * torch.arange(k)[None]) % n
+        box.append((int(marginal[index].sum(1).argmax()), k, g.dilation))
+    return box
+
+
+def snapped_local_modes_candidates(ctx: LayerContext) -> list[Candidate]:
+    """The conv's own taps (k x dilation) plus the fewest low modes, keeping ``ctx.energy`` of the
+    output energy: an FNO layer's local and Fourier paths. The modes are free at their frequencies,
+    so the joint least-squares fit takes the taps from the other frequencies and the modes from what
+    the taps leave. A searched kernel that grew a global part around its stencil needs both: modes
+    alone lose the stencil's high frequencies, taps alone the global part."""
+    snap = snap_layer(ctx)
+    if snap is None or snap.view.wrap is not None:
+        return []
+    view, xd = snap.view, snap.view.layer
+    ns = [g.n for g in xd.geometry]
+    dims = tuple(range(2, 2 + len(ns)))
+    kernel = snap.kernel()
+    power = snap.input_power()
+    box = _own_box(kernel, ctx.layer.geometry)
+    index = [torch.tensor([(a + j * dil) % n for j in range(k)], device=kernel.device) for (a, k, dil), n in zip(box, ns)]
+    total = float(_output_energy(snap.spectrum, power, xd.groups).sum())
+    budget = (1 - ctx.energy) * total  # output energy the projection may drop
+
+    def fit(modes: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Taps fit outside the ``modes`` kept frequencies, the rest of the spectrum, the energy dropped."""
+        outside = torch.ones(power.shape[1:], dtype=power.dtype)
+        if modes:
+            outside[torch.meshgrid(*[kept_frequencies(n, modes, i == len(ns) - 1) for i, n in enumerate(ns)],
+                                   indexing="ij")] = 0
+        taps, _ = fit_taps(snap.spectrum, power * outside, box, ns, xd.groups)
+        local = kernel.new_zeros(kernel.shape)
+        local[(slice(None), slice(None), *torch.meshgrid(*index, indexing="ij"))] = taps.to(local)
+        rest = snap.spectrum - torch.fft.rfftn(local, dim=dims).conj().to(snap.spectrum)
+        return local, rest, float((_output_energy(rest, power, xd.groups) * outside).sum())
+
+    if not total or fit(0)[2] <= budget:
+        return []  # the taps alone keep it: the snapped_conv form
+    lo, hi = 1, max(n // 2 + 1 for n in ns)
+    while lo < hi:  # more free frequencies never fit worse
+        mid = (lo + hi) // 2
+        if fit(mid)[2] <= budget * (1 + 1e-9):
+            hi = mid
+        else:
+            lo = mid + 1
+    modes = lo
+    if _kept(ns, modes) == [*ns[:-1], ns[-1] // 2 + 1]:
+        return []
+    local, rest, dropped = fit(modes)
+    lost = dropped / total
+    bias = xd.bias if xd.bias is not None else ctx.bias
+    found = None
+    for nearest in (True, False):  # the taps centred like the conv's, else read in place
+        offsets = [_nearest_offset(a, k, dil, g) if nearest else a for (a, k, dil), g in zip(box, xd.geometry)]
+        found = found or conv_from_taps(xd, local, offsets, [dil for _, _, dil in box], index, bias)
+    if found is None:
+        return []
+    conv, conv_detail = found
+    method, transform = _dft_method(xd, ctx.sizes, _kept(ns, modes))
+    g = xd.groups
+    spectral = SpectralConv(rest, [modes] * len(ns), xd.geometry, groups=g, bias=None, method=method)
+    conv_flops = 2.0 * xd.out_channels * (xd.in_channels // g) * math.prod(k for _, k, _ in box) * math.prod(
+        out_sizes(xd.geometry, ctx.sizes))
+    mode_flops = transform + 8.0 * xd.out_channels * (xd.in_channels // g) * math.prod(_kept(ns, modes))
+    efficiency = (conv_flops + METHOD_EFFICIENCY[method] * mode_flops) / (conv_flops + mode_flops)
+    detail = (f"{conv_detail} + modes={modes} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {1 - lost:.2%} "
+              f"of the output energy{view.note}")
+    return [Candidate("snapped_local_modes", LocalPlusModes(conv, spectral), conv_flops + mode_flops, detail,
+                      lost=max(0.0, lost), efficiency=efficiency)]
