@@ -55,22 +55,6 @@ def rel_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((pred - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)).mean()
 
 
-class EpochLoader:
-    """A loader that calls ``sampler.set_epoch`` before each pass (``xdfx.search`` iterates it
-    once per epoch): every epoch is shuffled differently, the same way on every rank."""
-
-    def __init__(self, loader: DataLoader, sampler: DistributedSampler) -> None:
-        self.loader, self.sampler, self.epoch = loader, sampler, 0
-
-    def __iter__(self):
-        self.sampler.set_epoch(self.epoch)
-        self.epoch += 1
-        return iter(self.loader)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-
 @contextlib.contextmanager
 def rank_zero_first(distributed: bool, rank: int):
     """Rank 0 runs the block first (it generates and caches the data), then the others (they read the cache)."""
@@ -112,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         train = TensorDataset(x[: args.samples], y[: args.samples])
         held_out = DataLoader(TensorDataset(x[args.samples:], y[args.samples:]), batch_size=args.held_out)
         sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
-        loader = EpochLoader(DataLoader(train, batch_size=args.batch_size, sampler=sampler), sampler)
+        loader = DataLoader(train, batch_size=args.batch_size, sampler=sampler)  # search calls sampler.set_epoch
 
         relaxed = build_relaxed(args.width, args.resolution, args.seed, args.arch).to(device)
         model = DistributedDataParallel(relaxed, device_ids=[local_rank] if cuda else None) if distributed else relaxed

@@ -4,6 +4,7 @@ identical architecture and model parameters."""
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -12,6 +13,43 @@ from torch.nn.parallel import DistributedDataParallel
 
 import xdfx
 from xdfx.search import optimizers
+
+
+def _search_worker(rank: int, world: int, store: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        from tests.test_search import SmallCNN
+
+        torch.manual_seed(0)
+        model = DistributedDataParallel(xdfx.relax(SmallCNN(), torch.randn(2, 2, 32)))
+        gen = torch.Generator().manual_seed(100 + rank)
+        data = [(torch.randn(4, 2, 32, generator=gen), torch.randn(4, 1, 32, generator=gen)) for _ in range(2)]
+        seen = []
+        trainer = sys.modules["xdfx.search"]
+        real_save = trainer.save_checkpoint
+
+        def spy(path, *args, **kwargs):  # which ranks write
+            seen.append(rank)
+            real_save(path, *args, **kwargs)
+
+        trainer.save_checkpoint = spy
+        xdfx.search(model, data, torch.nn.functional.mse_loss, 2, checkpoint=os.path.join(out, "ddp.pt"), progress=False)
+        torch.save(seen, os.path.join(out, f"writes{rank}.pt"))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_search_checkpoint_is_written_by_rank_zero_and_loads_unwrapped(tmp_path) -> None:
+    mp.spawn(_search_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    assert torch.load(tmp_path / "writes0.pt") == [0, 0] and torch.load(tmp_path / "writes1.pt") == []
+    from tests.test_search import SmallCNN
+
+    torch.manual_seed(0)
+    fresh = xdfx.relax(SmallCNN(), torch.randn(2, 2, 32))  # a single process, no DDP wrapper
+    state = xdfx.load_checkpoint(tmp_path / "ddp.pt", fresh)
+    assert state["epoch"] == 2 and not any(k.startswith("module.") for k in fresh.state_dict())
 
 
 def _worker(rank: int, world: int, store: str, out: str) -> None:

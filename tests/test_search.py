@@ -125,3 +125,16 @@ def test_spectral_decay_fades_high_frequencies_only() -> None:
     assert torch.allclose(ratio[0], torch.ones_like(ratio[0]))  # the mean is never decayed
     assert torch.allclose(ratio[16], torch.full_like(ratio[16], 1 - lr * 2.0))  # Nyquist: full rate
     assert torch.allclose(ratio[8], torch.full_like(ratio[8], 1 - lr * 2.0 * 0.25))  # half-way: (1/2)^2
+
+
+def test_search_sets_a_distributed_samplers_epoch() -> None:
+    """Each epoch of a ``DistributedSampler`` is shuffled anew (the DDP gotcha of a fixed order)."""
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(16, 2, 32), torch.randn(16, 1, 32))
+    sampler = DistributedSampler(data, num_replicas=2, rank=0, shuffle=True, seed=0)
+    loader = DataLoader(data, batch_size=4, sampler=sampler)
+    model = xdfx.relax(SmallCNN(), torch.randn(1, 2, 32))
+    search(model, loader, nn.functional.mse_loss, 3, progress=False)
+    assert sampler.epoch == 2  # set before each of the 3 epochs (it stays 0 otherwise)

@@ -162,6 +162,18 @@ def optimizers(
 
 
 # ------------------------------------------------------------------------------------ checkpoints
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The model inside a (Distributed)DataParallel wrapper: checkpoints load into a plain model."""
+    parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    return model.module if isinstance(model, parallel) else model
+
+
+def _writes_checkpoints() -> bool:
+    """Rank 0 writes (the replicas are identical); every process outside torch.distributed does."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, opt: SearchOptimizers | None = None,
                     *, epoch: int = 0, history: dict | None = None) -> None:
     """Write model, optimizers, epoch and history atomically (a crash never leaves half a file)."""
@@ -263,8 +275,9 @@ def search(
     """Train weights and architecture together; returns ``model`` with ``xdfx_history`` attached.
 
     ``schedule``: ``"cosine"`` (per epoch, on the model optimizer; the architecture follows) or
-    None. ``checkpoint``: written after every epoch; with ``resume=True`` training continues
-    from it. ``max_steps``: stop after this many optimizer steps in all (the epoch in progress
+    None. ``checkpoint``: written after every epoch (under torch.distributed by rank 0 only, the
+    model unwrapped from DDP so that it loads into a single process); with ``resume=True``
+    training continues from it. ``max_steps``: stop after this many optimizer steps in all (the epoch in progress
     then ends early). A non-finite loss or architecture parameter stops training with an
     ``XdfxError`` naming the epoch, the step and what to change; a loader that yields no batch,
     with an ``XdfxInputError``.
@@ -281,7 +294,7 @@ def search(
                      "seconds": [], "steps": [], "metric_name": metric_name}
     start = 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint, model, opt)
+        state = load_checkpoint(checkpoint, _unwrapped(model), opt)
         start, history = state["epoch"], state["history"] or history
         history.setdefault("steps", [])
         if scheduler is not None:
@@ -298,6 +311,9 @@ def search(
             if max_steps is not None and done >= max_steps:
                 break
             opt.set_epoch(epoch)
+            sampler = getattr(train_loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):  # a DistributedSampler shuffles anew each epoch, alike on every rank
+                sampler.set_epoch(epoch)
             began = time.perf_counter()
             model.train()
             total, count = 0.0, 0
@@ -347,8 +363,8 @@ def search(
                            f"{history['seconds'][-1]:.1f} s")
             if scheduler is not None:
                 scheduler.step()
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, model, opt, epoch=epoch + 1, history=history)
+            if checkpoint is not None and _writes_checkpoints():
+                save_checkpoint(checkpoint, _unwrapped(model), opt, epoch=epoch + 1, history=history)
     except BaseException:  # a refused loader or a diverged loss leaves the train/eval flags as they were
         for m, flag in flags:
             m.training = flag
