@@ -19,7 +19,7 @@ exported with factored DFT matmuls and with the ``DFT`` op; the ``ResNetSmall`` 
 ``examples/models.py``.
 
 ``--suite lengths`` (issue 15's acceptance): layers with learned transforms, whose eager forms
-run FFTs and whose exported forms are factored DFT matmuls: the TCN relaxed (default arch), its
+run FFTs and whose exported forms are factored DFT matmuls: the TCN relaxed with ``monarch``, its
 architecture parameters moved a little as a short search moves them, hardened with
 ``snap="never"`` (every layer frozen) at lengths 1024 and 4096, and one frozen XD layer (width
 32) at 1024; at batch ``--batch`` (8 here) and each of ``--threads`` (default 1 and 2), torch
@@ -100,7 +100,8 @@ def frozen_cases(batch: int, width: int = 32, length: int = 128) -> list[tuple[n
     the frozen form reproduces it (what the demo's searched layers become), exported with its
     DFTs as real cos/sin matmuls and with the ONNX ``DFT`` op."""
     x = torch.randn(batch, width, length)
-    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(width, width, 5, padding=2, padding_mode="circular")), x[:2])
+    relaxed = xdfx.relax(nn.Sequential(nn.Conv1d(width, width, 5, padding=2, padding_mode="circular")), x[:2],
+                         arch="monarch")
     with torch.no_grad():
         for q in relaxed.get_submodule("0").K:
             q.blocks1.add_(0.05 * torch.randn_like(q.blocks1))
@@ -125,9 +126,9 @@ def hardened_resnet(batch: int) -> tuple[nn.Module, torch.Tensor, str]:
 
 
 def _searched(model: nn.Module, x: torch.Tensor, seed: int = 0, scale: float = 0.01) -> nn.Module:
-    """``model`` relaxed (default arch) with every architecture parameter moved by ``scale`` x its
-    mean magnitude in Gaussian noise, as a short search leaves it (K, M off the DFT)."""
-    relaxed = xdfx.relax(model, x)
+    """``model`` relaxed with learned K, L, M (``monarch``), every architecture parameter moved by
+    ``scale`` x its mean magnitude in Gaussian noise, as a short search leaves it (K, M off the DFT)."""
+    relaxed = xdfx.relax(model, x, arch="monarch")
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in xdfx.arch_parameters(relaxed):

@@ -30,8 +30,10 @@ from benchmarks.search_results import (FNO1d, FNO2d, FNOShapedCNN, FNOShapedCNN2
 from benchmarks.timing import machine  # noqa: E402
 from xdfx.tasks import burgers, darcy  # noqa: E402
 
-LABELS = {"cnn": "CNN backbone", "xd": "XD `monarch` (default)", "xd-fixed": "XD `fixed`", "fno": "FNO",
-          "fno-neuralop": "FNO (neuraloperator 2.0)"}
+LABELS = {"cnn": "CNN backbone", "xd": "XD `monarch`", "xd-fixed": "XD `fixed` (default)", "fno": "FNO",
+          "fno-neuralop": "FNO (neuraloperator 2.0)",
+          # a merged run of xd-fixed under the default budget where it caps kernels (the others grow fully)
+          "xd-fixed-capped": "XD `fixed`, default budget (kernels capped)"}
 
 
 def burgers_data(res: int, args) -> tuple[torch.Tensor, torch.Tensor]:

@@ -107,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = (sweep_rows("sweep_burgers", "Burgers") + sweep_rows("sweep_darcy", "Darcy") + ns_rows() + music_rows()
             + digits_rows())
-    lines = ["| task | metric | CNN backbone | XD `monarch` | XD `fixed` | reference | hardened XD (monarch / fixed) "
+    lines = ["| task | metric | CNN backbone | XD `monarch` | XD `fixed` (default) | reference | hardened XD (monarch / fixed) "
              "| s/epoch CNN / monarch / fixed / ref |", "|---|---|---|---|---|---|---|---|"]
     notes = []
     for r in rows:
