@@ -84,7 +84,7 @@ def run(args) -> dict:
     torch.manual_seed(args.seed)
     backbone = GCN(edges, args.hidden)
     variants = {"gcn": lambda m: m,
-                "xd": lambda m: xdfx.relax(m, probe),
+                "xd": lambda m: xdfx.relax(m, probe, arch="monarch"),
                 "xd-poly": lambda m: xdfx.relax(m, probe, arch="fixed", max_kernel_size=args.taps)}
     for name in args.models.split(","):
         began = time.perf_counter()

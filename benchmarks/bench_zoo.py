@@ -194,7 +194,7 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def run_case(case: dict) -> dict:
+def run_case(case: dict, arch: str = "fixed") -> dict:
     row = {k: case[k] for k in ("label", "source", "name", "task")}
     row["input"] = list(case["shape"])
     start = time.perf_counter()
@@ -206,7 +206,7 @@ def run_case(case: dict) -> dict:
         x = torch.randn(*case["shape"])
         row["convs_in_model"] = sum(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         t0 = time.perf_counter()
-        relaxed = xdfx.relax(model, x)
+        relaxed = xdfx.relax(model, x, arch=arch)
         row["relax_s"] = time.perf_counter() - t0
         report = relaxed.xdfx_report
         convs = [r for r in report.records if r.kind in CONV_KINDS]
@@ -243,7 +243,7 @@ def run_case(case: dict) -> dict:
             # there is off in float32 by roundoff alone
             row["status"] = f"inexact: relative error {row['error']:.2e} > {TOL:.0e}"
             try:
-                relaxed = xdfx.relax(model, x.double())
+                relaxed = xdfx.relax(model, x.double(), arch=arch)
                 with torch.no_grad():
                     z = main_output(relaxed(x.double()))
                 row["float64_error"] = ((y64 - z).abs().max() / y64.abs().max()).item()
@@ -304,7 +304,8 @@ def render(meta: dict, rows: list[dict]) -> str:
         "# Zoo: xdfx.relax on torchvision and timm CNNs",
         "",
         f"torch {meta['torch']}, torchvision {meta['torchvision']}, timm {meta['timm']}; {meta['machine']}, "
-        f"{meta['threads']} threads; one process, models one after another, random weights, default budget.",
+        f"{meta['threads']} threads; one process, models one after another, random weights, default budget, "
+        f"arch {meta.get('arch', 'monarch (the default then)')}.",
         f"Exact within {TOL:.0e} relative: {len(ok)} of {len(rows)} models "
         f"({by_source['torchvision']} torchvision, {by_source['timm']} timm). "
         f"Peak resident set {peak:.2f} GB (address space capped at {meta['memory_limit_gb']:g} GB). Total {meta.get('total_s', 0) / 60:.1f} min.",
@@ -350,6 +351,7 @@ def limit_memory(gb: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="scratch_bench_zoo", help="results/<out>.{md,json}")
+    parser.add_argument("--arch", default="fixed", choices=["fixed", "monarch"], help="xdfx.relax's arch")
     parser.add_argument("--only", default="", help="comma-separated names or labels (tv:resnet18, timm:dla34)")
     parser.add_argument("--memory-limit-gb", type=float, default=MEMORY_LIMIT_GB,
                         help="address-space cap of the process (0: none)")
@@ -372,6 +374,7 @@ def main() -> None:
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
         "tolerance": TOL,
+        "arch": args.arch,
     }
     meta["memory_limit_gb"] = args.memory_limit_gb
     meta["xdfx"] = str(Path(xdfx.__file__).parent)
@@ -382,7 +385,7 @@ def main() -> None:
     start = time.perf_counter()
     for i, case in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {case['label']} {tuple(case['shape'])} ...", flush=True)
-        row = run_case(case)
+        row = run_case(case, args.arch)
         rows.append(row)
         print(f"    {row['status']}  relax {fmt(row.get('relax_s'), '.1f')} s, error {fmt(row.get('error'), '.1e')}, "
               f"numbers x{fmt(row.get('numbers_ratio'), '.2f')}, convs {row.get('convs_relaxed')}/{row.get('convs_kept')}, "
