@@ -171,14 +171,19 @@ def main() -> None:
     rows = saved["rows"] if saved else []
     if args.merge:
         have = {(r["res"], r["model"], r["seed"]) for r in rows}
+        sources = [f"{args.out} (budget {saved['args']['budget']})"]
         for name in args.merge.split(","):
-            rows += [r for r in json.loads((RESULTS / f"{name}.json").read_text())["rows"]
-                     if (r["res"], r["model"], r["seed"]) not in have]
+            merged = json.loads((RESULTS / f"{name}.json").read_text())
+            rows += [r for r in merged["rows"] if (r["res"], r["model"], r["seed"]) not in have]
+            sources.append(f"{name} (budget {merged['args']['budget']}, models {merged['args']['models']}, "
+                           f"seeds {merged['args']['seeds']}, resolutions {merged['args']['res']})")
         saved["rows"] = rows
         saved["args"]["seeds"] = ",".join(str(s) for s in sorted({r["seed"] for r in rows}))
+        saved["merged_from"] = sources
         path.write_text(json.dumps(saved, indent=1) + "\n")
-        (RESULTS / f"{args.out}.md").write_text(markdown(rows, argparse.Namespace(**saved["args"])))
-        print(markdown(rows, argparse.Namespace(**saved["args"])))
+        text = markdown(rows, argparse.Namespace(**saved["args"])) + "\nRows merged from: " + "; ".join(sources) + ".\n"
+        (RESULTS / f"{args.out}.md").write_text(text)
+        print(text)
         return
     done = {(r["res"], r["model"], r["seed"]) for r in rows}
     data = {res: TASKS[args.task]["data"](res, args) for res in map(int, args.res.split(","))}

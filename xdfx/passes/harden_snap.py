@@ -219,6 +219,23 @@ def _nearest_offset(start: int, k: int, dil: int, g) -> int:
     return start - g.n * round(centre / g.n)
 
 
+def _conv_on_box(xd: XDConv, ctx: LayerContext, kernel: torch.Tensor, box: list[tuple[int, int, int]],
+                 index: list[torch.Tensor]) -> tuple[torch.nn.Module, str] | None:
+    """The conv (with the layer's bias) whose taps are ``kernel`` on ``box``, or None."""
+    bias = xd.bias if xd.bias is not None else ctx.bias
+    found = None
+    for nearest in (True, False):  # the taps centred like the conv's, else read in place
+        offsets = [_nearest_offset(a, k, dil, g) if nearest else a for (a, k, dil), g in zip(box, xd.geometry)]
+        found = found or conv_from_taps(xd, kernel, offsets, [dil for _, _, dil in box], index, bias)
+    return found
+
+
+def _box_flops(xd: XDConv, ctx: LayerContext, box: list[tuple[int, int, int]]) -> float:
+    """FLOPs of the conv on ``box``'s taps."""
+    taps = math.prod(k for _, k, _ in box)
+    return 2.0 * xd.out_channels * (xd.in_channels // xd.groups) * taps * math.prod(out_sizes(xd.geometry, ctx.sizes))
+
+
 def snapped_conv_candidates(ctx: LayerContext) -> list[Candidate]:
     """The conv on the fewest taps (with a dilation) that keep ``ctx.energy`` of the output energy."""
     snap = snap_layer(ctx)
@@ -246,16 +263,11 @@ def snapped_conv_candidates(ctx: LayerContext) -> list[Candidate]:
              for (a, k, dil), g in zip(box, xd.geometry)]
     full = kernel.new_zeros(kernel.shape)
     full[(slice(None), slice(None), *torch.meshgrid(*index, indexing="ij"))] = taps.to(full)
-    bias = xd.bias if xd.bias is not None else ctx.bias
-    found = None
-    for nearest in (True, False):  # the taps centred like the conv's, else read in place
-        offsets = [_nearest_offset(a, k, dil, g) if nearest else a for (a, k, dil), g in zip(box, xd.geometry)]
-        found = found or conv_from_taps(xd, full, offsets, [dil for _, _, dil in box], index, bias)
+    found = _conv_on_box(xd, ctx, full, box, index)
     if found is None:
         return []
     module, detail = found
-    cin, cout, g = xd.in_channels, xd.out_channels, xd.groups
-    flops = 2.0 * cout * (cin // g) * math.prod(k for _, k, _ in box) * math.prod(out_sizes(xd.geometry, ctx.sizes))
+    flops = _box_flops(xd, ctx, box)
     cand = Candidate("snapped_conv", module, flops, f"{detail}, kept {1 - lost:.2%} of the output energy{view.note}")
     cand = view.wrap(cand) if view.wrap else cand
     cand.lost = max(0.0, lost)
@@ -390,19 +402,14 @@ def snapped_local_modes_candidates(ctx: LayerContext) -> list[Candidate]:
         return []
     local, rest, dropped = fit(modes)
     lost = dropped / total
-    bias = xd.bias if xd.bias is not None else ctx.bias
-    found = None
-    for nearest in (True, False):  # the taps centred like the conv's, else read in place
-        offsets = [_nearest_offset(a, k, dil, g) if nearest else a for (a, k, dil), g in zip(box, xd.geometry)]
-        found = found or conv_from_taps(xd, local, offsets, [dil for _, _, dil in box], index, bias)
+    found = _conv_on_box(xd, ctx, local, box, index)
     if found is None:
         return []
     conv, conv_detail = found
     method, transform = _dft_method(xd, ctx.sizes, _kept(ns, modes))
     g = xd.groups
     spectral = SpectralConv(rest, [modes] * len(ns), xd.geometry, groups=g, bias=None, method=method)
-    conv_flops = 2.0 * xd.out_channels * (xd.in_channels // g) * math.prod(k for _, k, _ in box) * math.prod(
-        out_sizes(xd.geometry, ctx.sizes))
+    conv_flops = _box_flops(xd, ctx, box)
     mode_flops = transform + 8.0 * xd.out_channels * (xd.in_channels // g) * math.prod(_kept(ns, modes))
     efficiency = (conv_flops + METHOD_EFFICIENCY[method] * mode_flops) / (conv_flops + mode_flops)
     detail = (f"{conv_detail} + modes={modes} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {1 - lost:.2%} "
