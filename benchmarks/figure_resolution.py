@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-STYLE = {"cnn": ("CNN backbone", "tab:gray", "o"), "xd": ("XD (monarch, default)", "tab:blue", "s"),
-         "xd-fixed": ("XD (fixed)", "tab:cyan", "D"), "fno": ("FNO", "tab:orange", "^"),
+STYLE = {"cnn": ("CNN backbone", "tab:gray", "o"), "xd": ("XD (monarch)", "tab:blue", "s"),
+         "xd-fixed": ("XD (fixed, default)", "tab:cyan", "D"), "fno": ("FNO", "tab:orange", "^"),
          "fno-neuralop": ("FNO (neuraloperator)", "tab:red", "v")}
 
 
