@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -280,12 +280,13 @@ def _mode_energy(energy: torch.Tensor, ns: list[int], modes: int) -> float:
     return float(energy[torch.meshgrid(*index, indexing="ij")].sum())
 
 
-def _fewest_modes(energy: torch.Tensor, ns: list[int], need: float) -> int:
-    """The fewest modes ``m`` whose (nested) kept boxes hold ``need`` of ``energy``."""
+def _fewest_modes(ns: list[int], enough: Callable[[int], bool]) -> int:
+    """The fewest modes ``m`` for which ``enough(m)`` holds (it must grow with ``m``: the kept boxes
+    are nested), by bisection; the most modes there are if none is enough."""
     lo, hi = 1, max(n // 2 + 1 for n in ns)
     while lo < hi:
         mid = (lo + hi) // 2
-        if _mode_energy(energy, ns, mid) >= need * (1 - 1e-12):
+        if enough(mid):
             hi = mid
         else:
             lo = mid + 1
@@ -327,7 +328,7 @@ def snapped_spectral_candidates(ctx: LayerContext) -> list[Candidate]:
     total = float(energy.sum())
     if not total:
         return []
-    modes = _fewest_modes(energy, ns, ctx.energy * total)
+    modes = _fewest_modes(ns, lambda m: _mode_energy(energy, ns, m) >= ctx.energy * total * (1 - 1e-12))
     kept = _mode_energy(energy, ns, modes) / total
     if _kept(ns, modes) == [*ns[:-1], ns[-1] // 2 + 1]:
         return []
@@ -390,14 +391,7 @@ def snapped_local_modes_candidates(ctx: LayerContext) -> list[Candidate]:
 
     if not total or fit(0)[2] <= budget:
         return []  # the taps alone keep it: the snapped_conv form
-    lo, hi = 1, max(n // 2 + 1 for n in ns)
-    while lo < hi:  # more free frequencies never fit worse
-        mid = (lo + hi) // 2
-        if fit(mid)[2] <= budget * (1 + 1e-9):
-            hi = mid
-        else:
-            lo = mid + 1
-    modes = lo
+    modes = _fewest_modes(ns, lambda m: fit(m)[2] <= budget * (1 + 1e-9))  # more free frequencies never fit worse
     if _kept(ns, modes) == [*ns[:-1], ns[-1] // 2 + 1]:
         return []
     local, rest, dropped = fit(modes)
