@@ -90,7 +90,8 @@ class CircularLayer(nn.Module):
             if g.stride > 1 and g.n % g.stride == 0:
                 self.fold_weights(i, torch.device("cpu"), torch.complex64)
 
-    def fold_weights(self, axis: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def fold_weights(self, axis: int, device: torch.device,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`AxisGeometry.fold_weights` of ``axis`` on ``device`` in ``dtype``, built once."""
         cache = self.__dict__.setdefault("_fold_cache", {})
         key = (self.geometry[axis], torch.device(device), dtype)  # the geometry itself: harden may swap it

@@ -373,7 +373,8 @@ def snapped_local_modes_candidates(ctx: LayerContext) -> list[Candidate]:
     kernel = snap.kernel()
     power = snap.input_power()
     box = _own_box(kernel, ctx.layer.geometry)
-    index = [torch.tensor([(a + j * dil) % n for j in range(k)], device=kernel.device) for (a, k, dil), n in zip(box, ns)]
+    index = [torch.tensor([(a + j * dil) % n for j in range(k)], device=kernel.device)
+             for (a, k, dil), n in zip(box, ns)]
     total = float(_output_energy(snap.spectrum, power, xd.groups).sum())
     budget = (1 - ctx.energy) * total  # output energy the projection may drop
 
@@ -391,7 +392,8 @@ def snapped_local_modes_candidates(ctx: LayerContext) -> list[Candidate]:
 
     if not total or fit(0)[2] <= budget:
         return []  # the taps alone keep it: the snapped_conv form
-    modes = _fewest_modes(ns, lambda m: fit(m)[2] <= budget * (1 + 1e-9))  # more free frequencies never fit worse
+    # more free frequencies never fit worse
+    modes = _fewest_modes(ns, lambda m: fit(m)[2] <= budget * (1 + 1e-9))
     if _kept(ns, modes) == [*ns[:-1], ns[-1] // 2 + 1]:
         return []
     local, rest, dropped = fit(modes)
