@@ -27,8 +27,9 @@ from .passes.harden_context import Candidate, LayerContext
 from .passes.harden_conv import conv_candidates
 from .passes.harden_graph import frozen_graph_candidates, graph_polynomial_candidates
 from .passes.harden_restore import conv_function_candidates, identity_candidates, pool_candidates, zero_candidates
-from .passes.harden_snap import (snapped_conv_candidates, snapped_fft_candidates, snapped_local_modes_candidates,
-                                 snapped_spectral_candidates)
+from .passes.harden_snap import snapped_conv_candidates
+from .passes.harden_snap_modes import (snapped_fft_candidates, snapped_local_modes_candidates,
+                                       snapped_spectral_candidates)
 from .passes.harden_spectral import fft_candidates, frozen_candidates, spectral_candidates
 
 #: ``harden(snap=...)`` values.

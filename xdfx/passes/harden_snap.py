@@ -4,8 +4,8 @@ form, accepted beyond ``tol``, to be fine-tuned afterwards (:func:`xdfx.finetune
 K and M go to the DFT pair, or to a permutation composed with it where a learned factor is close
 to one; ``L w`` is refit to the diagonal of the layer in the DFT basis, which makes the circular
 convolution nearest to the layer (in Frobenius norm, so for any stationary input). That ``L w`` then
-goes to ``k`` taps with a dilation, to the ``m`` lowest modes, or to the conv's own taps plus the
-``m`` lowest modes of the rest (FNO's local and Fourier paths), each the projection that keeps the
+goes to ``k`` taps with a dilation here, or to the ``m`` lowest modes (with or without the conv's
+own taps: :mod:`.harden_snap_modes`), each the projection that keeps the
 most *output* energy on the layer's probe inputs (``sum_f |X(f)|^2 |L w(f) - v(f)|^2`` is least:
 truncation for modes, weighted least squares for taps), with ``k`` and ``m`` the smallest that keep
 the fraction ``ctx.energy`` of it. The output energy dropped is the candidate's ``lost``; its
@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
-from ..ops import LocalPlusModes, XDConv
-from ..ops.spectral import SpectralConv, kept_frequencies
-from .harden_context import (Candidate, CoreView, LayerContext, _buffer_geometry, _wrap_permutations, out_sizes, xd_flops,
+from ..ops import XDConv
+from .harden_context import (Candidate, CoreView, LayerContext, _buffer_geometry, _wrap_permutations, out_sizes,
                              without_factors)
 from .harden_conv import conv_from_taps
-from .harden_spectral import METHOD_EFFICIENCY, _dft_method, _kept
 
 #: Dilations a snapped conv may take (and the dilation of the conv the layer was relaxed from).
 DILATIONS = (1, 2, 4)
@@ -165,14 +163,19 @@ def _above_floor(energy: torch.Tensor) -> torch.Tensor:
     return (energy - NOISE_FLOOR * energy.median()).clamp_min(0)
 
 
+def axis_marginals(kernel: torch.Tensor) -> list[torch.Tensor]:
+    """Per spatial axis, the kernel's energy summed over channels and the other axes."""
+    energy = kernel.detach().cpu().double().pow(2).sum((0, 1))
+    d = energy.dim()
+    # sum(()) would sum every axis
+    return [energy.sum(tuple(j for j in range(d) if j != i)) if d > 1 else energy for i in range(d)]
+
+
 def tap_boxes(kernel: torch.Tensor, dilations: Sequence[Sequence[int]]) -> list[list[tuple[int, int, int]]]:
     """Growing boxes of taps, per axis ``(start, k, dilation)``: for each of :data:`TAP_TARGETS`
     the fewest taps per axis holding that fraction of the axis' marginal energy above the floor,
     then, larger still, of its whole energy (reaching into the floor); up to :data:`MAX_TAPS` per axis."""
-    energy = kernel.detach().cpu().double().pow(2).sum((0, 1))
-    d = energy.dim()
-    # sum(()) would sum every axis
-    marginals = [energy.sum(tuple(j for j in range(d) if j != i)) if d > 1 else energy for i in range(d)]
+    marginals = axis_marginals(kernel)
     boxes: list[list[tuple[int, int, int]]] = []
     for profiles in ([_above_floor(m) for m in marginals], marginals):
         for target in TAP_TARGETS:
@@ -219,7 +222,7 @@ def _nearest_offset(start: int, k: int, dil: int, g) -> int:
     return start - g.n * round(centre / g.n)
 
 
-def _conv_on_box(xd: XDConv, ctx: LayerContext, kernel: torch.Tensor, box: list[tuple[int, int, int]],
+def conv_on_box(xd: XDConv, ctx: LayerContext, kernel: torch.Tensor, box: list[tuple[int, int, int]],
                  index: list[torch.Tensor]) -> tuple[torch.nn.Module, str] | None:
     """The conv (with the layer's bias) whose taps are ``kernel`` on ``box``, or None."""
     bias = xd.bias if xd.bias is not None else ctx.bias
@@ -230,7 +233,7 @@ def _conv_on_box(xd: XDConv, ctx: LayerContext, kernel: torch.Tensor, box: list[
     return found
 
 
-def _box_flops(xd: XDConv, ctx: LayerContext, box: list[tuple[int, int, int]]) -> float:
+def box_flops(xd: XDConv, ctx: LayerContext, box: list[tuple[int, int, int]]) -> float:
     """FLOPs of the conv on ``box``'s taps."""
     taps = math.prod(k for _, k, _ in box)
     return 2.0 * xd.out_channels * (xd.in_channels // xd.groups) * taps * math.prod(out_sizes(xd.geometry, ctx.sizes))
@@ -263,152 +266,12 @@ def snapped_conv_candidates(ctx: LayerContext) -> list[Candidate]:
              for (a, k, dil), g in zip(box, xd.geometry)]
     full = kernel.new_zeros(kernel.shape)
     full[(slice(None), slice(None), *torch.meshgrid(*index, indexing="ij"))] = taps.to(full)
-    found = _conv_on_box(xd, ctx, full, box, index)
+    found = conv_on_box(xd, ctx, full, box, index)
     if found is None:
         return []
     module, detail = found
-    flops = _box_flops(xd, ctx, box)
+    flops = box_flops(xd, ctx, box)
     cand = Candidate("snapped_conv", module, flops, f"{detail}, kept {1 - lost:.2%} of the output energy{view.note}")
     cand = view.wrap(cand) if view.wrap else cand
     cand.lost = max(0.0, lost)
     return [cand]
-
-
-# ---------------------------------------------------------------- m lowest modes
-def _mode_energy(energy: torch.Tensor, ns: list[int], modes: int) -> float:
-    index = [kept_frequencies(n, modes, i == len(ns) - 1) for i, n in enumerate(ns)]
-    return float(energy[torch.meshgrid(*index, indexing="ij")].sum())
-
-
-def _fewest_modes(ns: list[int], enough: Callable[[int], bool]) -> int:
-    """The fewest modes ``m`` for which ``enough(m)`` holds (it must grow with ``m``: the kept boxes
-    are nested), by bisection; the most modes there are if none is enough."""
-    lo, hi = 1, max(n // 2 + 1 for n in ns)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if enough(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def _output_energy(spectrum: torch.Tensor, power: torch.Tensor, groups: int) -> torch.Tensor:
-    """Output energy per frequency of the layer with ``L w = spectrum`` on inputs of ``power``."""
-    cout, cin = spectrum.shape[0] // groups, spectrum.shape[1]
-    freq = spectrum.shape[2:]
-    gain = spectrum.detach().cpu().abs().double().pow(2).reshape(groups, cout, cin, *freq)
-    return (gain * power.reshape(groups, 1, cin, *freq)).sum((0, 1, 2))
-
-
-def snapped_fft_candidates(ctx: LayerContext) -> list[Candidate]:
-    """K and M projected onto the DFT pair, every mode of the refit ``L w`` kept (real FFTs): the
-    most accurate snapped form, chosen where a speed target affords it. Only for layers whose K
-    or M was learned (otherwise it is the ``fft`` form)."""
-    snap = snap_layer(ctx)
-    if snap is None or snap.view.wrap is not None or (not len(ctx.layer.M) and not len(ctx.layer.K)):
-        return []
-    xd = snap.view.layer
-    ns = [g.n for g in xd.geometry]
-    bias = xd.bias if xd.bias is not None else ctx.bias
-    module = SpectralConv(snap.spectrum, ns, xd.geometry, groups=xd.groups, bias=bias, method="fft")
-    return [Candidate("snapped_fft", module, xd_flops(xd, with_kernel_fft=False),
-                      f"all modes (FFT){snap.view.note}", lost=0.0)]
-
-
-def snapped_spectral_candidates(ctx: LayerContext) -> list[Candidate]:
-    """The FNO-style layer on the fewest low modes that keep ``ctx.energy`` of the output energy
-    (where K and M snap to the plain DFT pair; never all modes, which is the ``fft`` form)."""
-    snap = snap_layer(ctx)
-    if snap is None or snap.view.wrap is not None:
-        return []
-    view, xd = snap.view, snap.view.layer
-    ns = [g.n for g in xd.geometry]
-    energy = _output_energy(snap.spectrum, snap.input_power(), xd.groups)  # output energy per mode
-    total = float(energy.sum())
-    if not total:
-        return []
-    modes = _fewest_modes(ns, lambda m: _mode_energy(energy, ns, m) >= ctx.energy * total * (1 - 1e-12))
-    kept = _mode_energy(energy, ns, modes) / total
-    if _kept(ns, modes) == [*ns[:-1], ns[-1] // 2 + 1]:
-        return []
-    method, transform = _dft_method(xd, ctx.sizes, _kept(ns, modes))
-    mix = 8.0 * xd.out_channels * (xd.in_channels // xd.groups) * math.prod(_kept(ns, modes))
-    bias = xd.bias if xd.bias is not None else ctx.bias
-    module = SpectralConv(snap.spectrum, [modes] * len(ns), xd.geometry, groups=xd.groups, bias=bias, method=method)
-    detail = (f"modes={modes} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {kept:.2%} of the output "
-              f"energy{view.note}")
-    return [Candidate("snapped_spectral", module, transform + mix, detail, lost=max(0.0, 1.0 - kept),
-                      efficiency=METHOD_EFFICIENCY[method])]
-
-
-# ---------------------------------------------------------------- the conv's taps plus low modes
-def _own_box(kernel: torch.Tensor, geometry) -> list[tuple[int, int, int]]:
-    """Per axis ``(start, k, dilation)``: the conv's own taps and dilation, placed where the
-    kernel's marginal energy is largest."""
-    energy = kernel.detach().cpu().double().pow(2).sum((0, 1))
-    d = energy.dim()
-    box = []
-    for i, g in enumerate(geometry):
-        marginal = energy.sum(tuple(j for j in range(d) if j != i)) if d > 1 else energy
-        n = marginal.numel()
-        k = min(g.kernel, (n - 1) // g.dilation + 1)
-        index = (torch.arange(n)[:, None] + g.dilation * torch.arange(k)[None]) % n
-        box.append((int(marginal[index].sum(1).argmax()), k, g.dilation))
-    return box
-
-
-def snapped_local_modes_candidates(ctx: LayerContext) -> list[Candidate]:
-    """The conv's own taps (k x dilation) plus the fewest low modes, keeping ``ctx.energy`` of the
-    output energy: an FNO layer's local and Fourier paths. The modes are free at their frequencies,
-    so the joint least-squares fit takes the taps from the other frequencies and the modes from what
-    the taps leave. A searched kernel that grew a global part around its stencil needs both: modes
-    alone lose the stencil's high frequencies, taps alone the global part."""
-    snap = snap_layer(ctx)
-    if snap is None or snap.view.wrap is not None:
-        return []
-    view, xd = snap.view, snap.view.layer
-    ns = [g.n for g in xd.geometry]
-    dims = tuple(range(2, 2 + len(ns)))
-    kernel = snap.kernel()
-    power = snap.input_power()
-    box = _own_box(kernel, ctx.layer.geometry)
-    index = [torch.tensor([(a + j * dil) % n for j in range(k)], device=kernel.device)
-             for (a, k, dil), n in zip(box, ns)]
-    total = float(_output_energy(snap.spectrum, power, xd.groups).sum())
-    budget = (1 - ctx.energy) * total  # output energy the projection may drop
-
-    def fit(modes: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Taps fit outside the ``modes`` kept frequencies, the rest of the spectrum, the energy dropped."""
-        outside = torch.ones(power.shape[1:], dtype=power.dtype)
-        if modes:
-            outside[torch.meshgrid(*[kept_frequencies(n, modes, i == len(ns) - 1) for i, n in enumerate(ns)],
-                                   indexing="ij")] = 0
-        taps, _ = fit_taps(snap.spectrum, power * outside, box, ns, xd.groups)
-        local = kernel.new_zeros(kernel.shape)
-        local[(slice(None), slice(None), *torch.meshgrid(*index, indexing="ij"))] = taps.to(local)
-        rest = snap.spectrum - torch.fft.rfftn(local, dim=dims).conj().to(snap.spectrum)
-        return local, rest, float((_output_energy(rest, power, xd.groups) * outside).sum())
-
-    if not total or fit(0)[2] <= budget:
-        return []  # the taps alone keep it: the snapped_conv form
-    # more free frequencies never fit worse
-    modes = _fewest_modes(ns, lambda m: fit(m)[2] <= budget * (1 + 1e-9))
-    if _kept(ns, modes) == [*ns[:-1], ns[-1] // 2 + 1]:
-        return []
-    local, rest, dropped = fit(modes)
-    lost = dropped / total
-    found = _conv_on_box(xd, ctx, local, box, index)
-    if found is None:
-        return []
-    conv, conv_detail = found
-    method, transform = _dft_method(xd, ctx.sizes, _kept(ns, modes))
-    g = xd.groups
-    spectral = SpectralConv(rest, [modes] * len(ns), xd.geometry, groups=g, bias=None, method=method)
-    conv_flops = _box_flops(xd, ctx, box)
-    mode_flops = transform + 8.0 * xd.out_channels * (xd.in_channels // g) * math.prod(_kept(ns, modes))
-    efficiency = (conv_flops + METHOD_EFFICIENCY[method] * mode_flops) / (conv_flops + mode_flops)
-    detail = (f"{conv_detail} + modes={modes} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {1 - lost:.2%} "
-              f"of the output energy{view.note}")
-    return [Candidate("snapped_local_modes", LocalPlusModes(conv, spectral), conv_flops + mode_flops, detail,
-                      lost=max(0.0, lost), efficiency=efficiency)]
