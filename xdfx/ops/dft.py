@@ -63,6 +63,13 @@ def inverse_real_dft(zr: torch.Tensor, zi: torch.Tensor, bases: Sequence[Bases])
     return along(c, zr, 1 + d) - along(s, zi, 1 + d)
 
 
+def packed_bases(bases: Bases) -> tuple[torch.Tensor, torch.Tensor]:
+    """One axis's :func:`dft_bases` as two matrices: forward ``(2K, N_in)``, the real parts'
+    rows then the imaginary parts', and inverse ``(T, 2K)`` taking them in that order."""
+    c_in, s_in, c_out, s_out = bases
+    return torch.cat([c_in, -s_in], 0).contiguous(), torch.cat([c_out, -s_out], 1).contiguous()
+
+
 def real_block(v: torch.Tensor) -> torch.Tensor:
     """``[[vr, vi], [-vi, vr]]`` of complex matrices given as (real, imag) pairs ``(..., i, o, 2)``:
     ``(..., 2i, 2o)``, so that ``[xr, xi] @ block = [Re(x v), Im(x v)]`` (one real matmul)."""

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from .circular import CircularLayer, as_dtype, full_precision
-from .dft import (dft_bases, factored_axes, factored_conv, factored_matrices, inverse_real_dft, real_block, real_dft,
-                  slot_index, store_bases, store_factored, stored_bases, stored_factored)
+from .dft import (dft_bases, factored_axes, factored_conv, factored_matrices, inverse_real_dft, packed_bases,
+                  real_block, real_dft, slot_index, store_bases, store_factored, stored_bases, stored_factored)
 from .fft import irfftn_batch_major, spectral_mix
 from .geometry import AxisGeometry
 
@@ -64,7 +64,11 @@ class SpectralConv(CircularLayer):
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
         if method == "matmul":
             sizes = [g.in_size + (sum(g.pad) if g.prepad else 0) for g in self.geometry]
-            store_bases(self, self._bases(sizes, real.device, real.dtype))
+            bases = self._bases(sizes, real.device, real.dtype)
+            store_bases(self, bases)
+            if self.spatial_dims == 1:
+                for name, t in zip(("dft_in", "dft_out"), packed_bases(bases[0])):
+                    self.register_buffer(name, t, persistent=False)
         self.onnx_method = "factored" if method == "fft" else method
         if "factored" in (method, self.onnx_method):
             self.factored_axes = factored_axes([g.n for g in self.geometry], max_freq_last=int(self.kept[-1].max()))
@@ -90,8 +94,7 @@ class SpectralConv(CircularLayer):
         p = math.prod(shape)
         cin, cout = self.in_channels // g, self.out_channels // g
         y = torch.stack([yr, yi], 1).reshape(b, 2, g, cin, p).permute(4, 2, 0, 1, 3).reshape(p, g, b, 2 * cin)
-        w = as_dtype(self.weight, y.dtype).reshape(g, cout, cin, -1, 2).permute(3, 0, 2, 1, 4)  # (p, g, cin, cout, 2)
-        z = torch.matmul(y.contiguous(), real_block(w)).reshape(p, g, b, 2, cout).permute(2, 3, 1, 4, 0)
+        z = torch.matmul(y.contiguous(), self._block(y.dtype)).reshape(p, g, b, 2, cout).permute(2, 3, 1, 4, 0)
         z = z.reshape(b, 2, self.out_channels, *shape)
         return z[:, 0], z[:, 1]
 
@@ -138,22 +141,32 @@ class SpectralConv(CircularLayer):
         y = torch.fft.irfftn(z, s=ns, dim=dims)
         return self.crop(y, sizes, None)
 
-    def _mix_diagonal(self, w: torch.Tensor) -> torch.Tensor:
-        """The complex weight laid out ``(*freq, groups, C_in/g, C_out/g)``; kept between calls
-        while the weight is unchanged and not trained (the transposing copy costs a whole FFT)."""
-        d, g = self.spatial_dims, self.groups
-        make = lambda: w.reshape(g, self.out_channels // g, self.in_channels // g, *w.shape[2:]).permute(  # noqa: E731
-            *range(3, 3 + d), 0, 2, 1).contiguous()
+    def _kept_between_calls(self, name: str, dtype: torch.dtype, make) -> torch.Tensor:
+        """``make()``, kept between calls while the weight is unchanged and not trained (a
+        re-layout of the weight costs as much as the small transforms it feeds)."""
         if (torch.is_grad_enabled() and self.weight.requires_grad) or torch.compiler.is_compiling():
             return make()
-        key = (self.weight._version, self.weight.data_ptr(), w.dtype, w.device)
-        if self.__dict__.get("_diagonal_key") != key:
-            self.__dict__["_diagonal"], self.__dict__["_diagonal_key"] = make(), key
-        return self.__dict__["_diagonal"]
+        key = (self.weight._version, self.weight.data_ptr(), dtype, self.weight.device)
+        cache = self.__dict__.setdefault("_layouts", {})
+        if cache.get(name, (None,))[0] != key:
+            cache[name] = (key, make())
+        return cache[name][1]
+
+    def _mix_diagonal(self, w: torch.Tensor) -> torch.Tensor:
+        """The complex weight laid out ``(*freq, groups, C_in/g, C_out/g)`` (the FFT path's)."""
+        d, g = self.spatial_dims, self.groups
+        return self._kept_between_calls("diagonal", w.dtype, lambda: w.reshape(
+            g, self.out_channels // g, self.in_channels // g, *w.shape[2:]).permute(*range(3, 3 + d), 0, 2, 1).contiguous())
+
+    def _block(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight as real blocks ``(modes, groups, 2 C_in/g, 2 C_out/g)`` (see :func:`real_block`)."""
+        g, cout, cin = self.groups, self.out_channels // self.groups, self.in_channels // self.groups
+        return self._kept_between_calls("block", dtype, lambda: real_block(
+            as_dtype(self.weight, dtype).reshape(g, cout, cin, -1, 2).permute(3, 0, 2, 1, 4)).contiguous())
 
     def __getstate__(self) -> dict:
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {k: v for k, v in state.items() if k not in ("_diagonal", "_diagonal_key")}
+        return {k: v for k, v in state.items() if k != "_layouts"}
 
     def _forward_factored(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pad_input(x)
@@ -178,6 +191,19 @@ class SpectralConv(CircularLayer):
         x = self.pad_input(x)
         built = [g.in_size + (sum(g.pad) if g.prepad else 0) for g in self.geometry]
         same = list(x.shape[2:]) == built and self.dft_0_0.dtype == x.dtype
+        if self.spatial_dims == 1:
+            packed = (self.dft_in, self.dft_out) if same else packed_bases(self._bases(x.shape[2:], x.device, x.dtype)[0])
+            return self._forward_packed(x, *packed)
         bases = stored_bases(self, self.spatial_dims) if same else self._bases(x.shape[2:], x.device, x.dtype)
         zr, zi = self._mix(*real_dft(x, bases))
         return inverse_real_dft(zr, zi, bases)
+
+    def _forward_packed(self, x: torch.Tensor, forward: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        """One axis: three matmuls, onto the kept modes (real and imaginary parts side by side),
+        the per-mode channel mixing, and back onto the outputs (few ops: small layers are
+        dominated by per-op overhead)."""
+        b, g = x.shape[0], self.groups
+        cin, cout, k = self.in_channels // g, self.out_channels // g, forward.shape[0] // 2
+        y = torch.matmul(x, forward.T).reshape(b, g, cin, 2, k).permute(4, 1, 0, 3, 2).reshape(k, g, b, 2 * cin)
+        z = torch.matmul(y, self._block(y.dtype)).reshape(k, g, b, 2, cout).permute(2, 1, 4, 3, 0)
+        return torch.matmul(z.reshape(b, self.out_channels, 2 * k), inverse.T)
