@@ -18,7 +18,7 @@ from xdfx.records import HardenReport
 
 def _decaying_layer():
     """A fixed-arch layer whose spectrum decays as 1/(1+k): exact only with every mode (the FFT
-    form, about 1.7x the conv's estimated cost), while a few modes keep 90% of its energy."""
+    form, about 2x the conv's estimated cost), while a few modes keep 90% of its energy."""
     torch.manual_seed(0)
     x = torch.randn(4, 16, 512)
     conv = nn.Sequential(nn.Conv1d(16, 16, 5, padding=2, padding_mode="circular"))
@@ -31,9 +31,9 @@ def _decaying_layer():
 
 def test_an_exact_form_within_the_target_is_kept() -> None:
     _, relaxed, x = _decaying_layer()
-    (rec,) = xdfx.harden(relaxed, example_inputs=x, max_cost=2.0, timing=False).xdfx_report.records
+    (rec,) = xdfx.harden(relaxed, example_inputs=x, max_cost=2.5, timing=False).xdfx_report.records
     assert rec.form == "fft" and rec.error <= 1e-4
-    assert 1.0 < rec.cost_ratio <= 2.0
+    assert 1.0 < rec.cost_ratio <= 2.5
 
 
 def test_a_tighter_target_snaps_onto_a_form_that_meets_it() -> None:

@@ -61,7 +61,7 @@ FORMS: tuple[Form, ...] = (
          "sum_j p_j(A) h W_j (powers or Chebyshev polynomials of A): message passing over the graph's edges"),
     Form("spectral", ("xd",), spectral_candidates, 2.8,
          "FNO-style: per-frequency channel mixing on the fewest low modes within tol"),
-    Form("fft", ("xd",), fft_candidates, 2.5, "every mode, through real FFTs", "fallback"),
+    Form("fft", ("xd",), fft_candidates, 3.0, "every mode, through real FFTs", "fallback"),
     Form("frozen", ("xd", "graph"), lambda ctx: frozen_candidates(ctx) if ctx.is_grid else frozen_graph_candidates(ctx), 4.5, "the XD layer with its learned transforms frozen and L w precomputed", "fallback"),
     Form("snapped_conv", ("xd",), snapped_conv_candidates, 1.0,
          "K, M snapped to the DFT (or a permutation and the DFT), L w to the fewest taps x dilation keeping "

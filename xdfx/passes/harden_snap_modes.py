@@ -13,7 +13,7 @@ from ..ops import LocalPlusModes
 from ..ops.spectral import SpectralConv, kept_frequencies
 from .harden_context import Candidate, LayerContext, xd_flops
 from .harden_snap import axis_marginals, box_flops, conv_on_box, fit_taps, snap_layer
-from .harden_spectral import METHOD_EFFICIENCY, _dft_method, _kept
+from .harden_spectral import _dft_method, _kept, method_efficiency
 
 
 # ---------------------------------------------------------------- m lowest modes
@@ -81,7 +81,7 @@ def snapped_spectral_candidates(ctx: LayerContext) -> list[Candidate]:
     detail = (f"modes={modes} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {kept:.2%} of the output "
               f"energy{view.note}")
     return [Candidate("snapped_spectral", module, transform + mix, detail, lost=max(0.0, 1.0 - kept),
-                      efficiency=METHOD_EFFICIENCY[method])]
+                      efficiency=method_efficiency(method, len(ns)))]
 
 
 # ---------------------------------------------------------------- the conv's taps plus low modes
@@ -146,7 +146,7 @@ def snapped_local_modes_candidates(ctx: LayerContext) -> list[Candidate]:
     spectral = SpectralConv(rest, [modes] * len(ns), xd.geometry, groups=g, bias=None, method=method)
     conv_flops = box_flops(xd, ctx, box)
     mode_flops = transform + 8.0 * xd.out_channels * (xd.in_channels // g) * math.prod(_kept(ns, modes))
-    efficiency = (conv_flops + METHOD_EFFICIENCY[method] * mode_flops) / (conv_flops + mode_flops)
+    efficiency = (conv_flops + method_efficiency(method, len(ns)) * mode_flops) / (conv_flops + mode_flops)
     detail = (f"{conv_detail} + modes={modes} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {1 - lost:.2%} "
               f"of the output energy{view.note}")
     return [Candidate("snapped_local_modes", LocalPlusModes(conv, spectral), conv_flops + mode_flops, detail,

@@ -13,11 +13,10 @@ from .harden_context import Candidate, LayerContext, fft_flops, out_sizes, xd_fl
 
 #: Modes tried per axis by the binary search of the spectral form.
 MODE_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-#: Time per FLOP of a spectral form relative to the direct conv, by how it transforms: DFT matmuls
-#: (medians of benchmarks/bench_forms.py runs on CPU: 2.1-2.8) or truncated real FFTs (set so that
-#: the ratio is the measured median crossover, 1.84-1.87: DFT matmuls win until their FLOPs reach
-#: that multiple of the FFTs').
-METHOD_EFFICIENCY = {"matmul": 2.8, "fft": 5.2}
+#: Time per FLOP of a spectral form relative to the direct conv, by how it transforms (medians of
+#: benchmarks/bench_forms.py runs on CPU, 1 and 2 threads): DFT matmuls on one axis (three packed
+#: matmuls), DFT matmuls over several axes (one per axis and part), or truncated real FFTs.
+METHOD_EFFICIENCY = {"matmul": 1.6, "matmul_nd": 2.8, "fft": 5.7}
 #: Kept modes per axis up to which the spectral form may use DFT matmuls.
 DFT_MATMUL_MAX_MODES = 64
 
@@ -30,12 +29,19 @@ def transform_flops(xd: XDConv, sizes: Sequence[int], kept: Sequence[int]) -> di
             "matmul": 4.0 * (xd.in_channels * math.prod(sizes) + xd.out_channels * math.prod(t)) * sum(kept)}
 
 
+def method_efficiency(method: str, dims: int) -> float:
+    """:data:`METHOD_EFFICIENCY` of a spectral form over ``dims`` axes transforming by ``method``."""
+    return METHOD_EFFICIENCY["matmul_nd" if method == "matmul" and dims > 1 else method]
+
+
 def _dft_method(xd: XDConv, sizes: Sequence[int], kept: Sequence[int]) -> tuple[str, float]:
     """``("matmul" | "fft", transform flops)`` for a spectral form keeping ``kept`` modes per axis
-    (the one of lower estimated time; the candidate's efficiency is ``METHOD_EFFICIENCY[method]``)."""
+    (the one of lower estimated time; the candidate's efficiency is :func:`method_efficiency`)."""
     flops = transform_flops(xd, sizes, kept)
     by_fft, by_matmul = flops["fft"], flops["matmul"]
-    if max(kept) <= DFT_MATMUL_MAX_MODES and by_matmul * METHOD_EFFICIENCY["matmul"] < by_fft * METHOD_EFFICIENCY["fft"]:
+    dims = len(kept)
+    if max(kept) <= DFT_MATMUL_MAX_MODES and (by_matmul * method_efficiency("matmul", dims)
+                                              < by_fft * method_efficiency("fft", dims)):
         return "matmul", by_matmul
     return "fft", by_fft
 
@@ -74,7 +80,7 @@ def spectral_candidates(ctx: LayerContext) -> list[Candidate]:
         mix = 8.0 * xd.out_channels * (xd.in_channels // xd.groups) * math.prod(kept)
         detail = f"modes={best} ({'matmul DFT' if method == 'matmul' else 'FFT'}){view.note}"
         out.append(Candidate("spectral", build(best, method), transform + mix, detail,
-                             efficiency=METHOD_EFFICIENCY[method]))
+                             efficiency=method_efficiency(method, len(ns))))
     return out
 
 
