@@ -3,6 +3,7 @@ the FLOP estimate or by timing, and the latency report of the whole model."""
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 
@@ -104,3 +105,19 @@ def test_bad_targets_are_refused(kwargs, match) -> None:
     _, relaxed, x = _decaying_layer()
     with pytest.raises(xdfx.XdfxInputError, match=match):
         xdfx.harden(relaxed, example_inputs=x, **kwargs)
+
+
+def test_a_snapped_form_fills_the_target_with_modes() -> None:
+    # 90% of the energy needs few modes; under a target the form keeps as many as the target affords
+    _, relaxed, x = _decaying_layer()
+    free = xdfx.harden(relaxed, example_inputs=x, max_cost=None, energy=0.9, timing=False).xdfx_report.records[0]
+    recs = {c: xdfx.harden(relaxed, example_inputs=x, max_cost=c, energy=0.9, timing=False).xdfx_report.records[0]
+            for c in (1.2, 1.8)}
+    modes = {c: int(re.search(r"modes=(\d+)", r.detail).group(1)) for c, r in [(None, free), *recs.items()]}
+    for c, rec in recs.items():
+        assert rec.form == "snapped_spectral" and rec.cost_ratio <= c, rec
+    assert modes[None] < modes[1.2] < modes[1.8], modes
+    assert free.energy_lost > recs[1.2].energy_lost > recs[1.8].energy_lost
+    # one mode more would not have fitted: the price per mode is what the two targets' forms differ by
+    per_mode = (recs[1.8].cost_ratio - recs[1.2].cost_ratio) / (modes[1.8] - modes[1.2])
+    assert recs[1.8].cost_ratio + per_mode > 1.8 * 0.98

@@ -133,6 +133,7 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
             c.error = ctx.measure(c)
         cost_of, base = _pricing(ctx, cost)
         limit = max_cost * base if (max_cost is not None and base) else None
+        ctx.fits = (lambda c, limit=limit, cost_of=cost_of: cost_of(c) <= limit) if limit is not None else None
         best, runner = choose(cands, tol, limit=limit, cost_of=cost_of)
         if snap == "always" or (snap == "auto" and wants_snap(best, tol, limit, cost_of)):
             while True:
@@ -178,13 +179,13 @@ def _pricing(ctx: LayerContext, cost: str):
     x, times = ctx.probes[0], {}
 
     def timed(c: Candidate) -> float:
-        if id(c) not in times:
+        if id(c) not in times:  # the candidate is kept with its time: a freed one's id could come back
             try:
                 with torch.no_grad():
-                    times[id(c)] = median_ms(lambda: ctx.run(c, x), repeats=5, warmup=1, device=x.device)
+                    times[id(c)] = (c, median_ms(lambda: ctx.run(c, x), repeats=5, warmup=1, device=x.device))
             except RuntimeError:  # a form that cannot run on this input is never cheap
-                times[id(c)] = math.inf
-        return times[id(c)]
+                times[id(c)] = (c, math.inf)
+        return times[id(c)][1]
 
     if not grid:
         return timed, None

@@ -71,17 +71,47 @@ def snapped_spectral_candidates(ctx: LayerContext) -> list[Candidate]:
     if not total:
         return []
     modes = _fewest_modes(ns, lambda m: _mode_energy(energy, ns, m) >= ctx.energy * total * (1 - 1e-12))
-    kept = _mode_energy(energy, ns, modes) / total
-    if _kept(ns, modes) == [*ns[:-1], ns[-1] // 2 + 1]:
-        return []
-    method, transform = _dft_method(xd, ctx.sizes, _kept(ns, modes))
-    mix = 8.0 * xd.out_channels * (xd.in_channels // xd.groups) * math.prod(_kept(ns, modes))
     bias = xd.bias if xd.bias is not None else ctx.bias
-    module = SpectralConv(snap.spectrum, [modes] * len(ns), xd.geometry, groups=xd.groups, bias=bias, method=method)
-    detail = (f"modes={modes} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {kept:.2%} of the output "
-              f"energy{view.note}")
-    return [Candidate("snapped_spectral", module, transform + mix, detail, lost=max(0.0, 1.0 - kept),
-                      efficiency=method_efficiency(method, len(ns)))]
+
+    def make(m: int) -> Candidate | None:
+        if _kept(ns, m) == [*ns[:-1], ns[-1] // 2 + 1]:
+            return None  # every mode: the fft form
+        kept = _mode_energy(energy, ns, m) / total
+        method, transform = _dft_method(xd, ctx.sizes, _kept(ns, m))
+        mix = 8.0 * xd.out_channels * (xd.in_channels // xd.groups) * math.prod(_kept(ns, m))
+        module = SpectralConv(snap.spectrum, [m] * len(ns), xd.geometry, groups=xd.groups, bias=bias, method=method)
+        detail = (f"modes={m} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {kept:.2%} of the output "
+                  f"energy{view.note}")
+        return Candidate("snapped_spectral", module, transform + mix, detail, lost=max(0.0, 1.0 - kept),
+                         efficiency=method_efficiency(method, len(ns)))
+
+    return _filling_the_target(ctx, ns, modes, make)
+
+
+def _most_modes(ns: list[int], fewest: int, fits: Callable[[int], bool]) -> int:
+    """The most modes ``m >= fewest`` for which ``fits(m)`` holds (it must hold at ``fewest`` and
+    fail from some ``m`` on: a form's price grows with its modes), by bisection."""
+    lo, hi = fewest, max(n // 2 + 1 for n in ns)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _filling_the_target(ctx: LayerContext, ns: list[int], modes: int,
+                        make: Callable[[int], Candidate | None]) -> list[Candidate]:
+    """The form on ``modes`` (the fewest keeping ``ctx.energy``) and, under a speed target it meets,
+    the same form on the most modes the target affords: the more modes, the less the projection loses."""
+    first = make(modes)
+    if first is None:
+        return []
+    if ctx.fits is None or not ctx.fits(first):
+        return [first]
+    top = _most_modes(ns, modes, lambda m: (c := make(m)) is not None and ctx.fits(c))
+    return [first] if top == modes else [first, make(top)]
 
 
 # ---------------------------------------------------------------- the conv's taps plus low modes
@@ -133,21 +163,25 @@ def snapped_local_modes_candidates(ctx: LayerContext) -> list[Candidate]:
         return []  # the taps alone keep it: the snapped_conv form
     # more free frequencies never fit worse
     modes = _fewest_modes(ns, lambda m: fit(m)[2] <= budget * (1 + 1e-9))
-    if _kept(ns, modes) == [*ns[:-1], ns[-1] // 2 + 1]:
-        return []
-    local, rest, dropped = fit(modes)
-    lost = dropped / total
-    found = conv_on_box(xd, ctx, local, box, index)
-    if found is None:
-        return []
-    conv, conv_detail = found
-    method, transform = _dft_method(xd, ctx.sizes, _kept(ns, modes))
-    g = xd.groups
-    spectral = SpectralConv(rest, [modes] * len(ns), xd.geometry, groups=g, bias=None, method=method)
-    conv_flops = box_flops(xd, ctx, box)
-    mode_flops = transform + 8.0 * xd.out_channels * (xd.in_channels // g) * math.prod(_kept(ns, modes))
-    efficiency = (conv_flops + method_efficiency(method, len(ns)) * mode_flops) / (conv_flops + mode_flops)
-    detail = (f"{conv_detail} + modes={modes} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {1 - lost:.2%} "
-              f"of the output energy{view.note}")
-    return [Candidate("snapped_local_modes", LocalPlusModes(conv, spectral), conv_flops + mode_flops, detail,
-                      lost=max(0.0, lost), efficiency=efficiency)]
+
+    def make(m: int) -> Candidate | None:
+        if _kept(ns, m) == [*ns[:-1], ns[-1] // 2 + 1]:
+            return None
+        local, rest, dropped = fit(m)
+        lost = dropped / total
+        found = conv_on_box(xd, ctx, local, box, index)
+        if found is None:
+            return None
+        conv, conv_detail = found
+        method, transform = _dft_method(xd, ctx.sizes, _kept(ns, m))
+        g = xd.groups
+        spectral = SpectralConv(rest, [m] * len(ns), xd.geometry, groups=g, bias=None, method=method)
+        conv_flops = box_flops(xd, ctx, box)
+        mode_flops = transform + 8.0 * xd.out_channels * (xd.in_channels // g) * math.prod(_kept(ns, m))
+        efficiency = (conv_flops + method_efficiency(method, len(ns)) * mode_flops) / (conv_flops + mode_flops)
+        detail = (f"{conv_detail} + modes={m} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {1 - lost:.2%} "
+                  f"of the output energy{view.note}")
+        return Candidate("snapped_local_modes", LocalPlusModes(conv, spectral), conv_flops + mode_flops, detail,
+                         lost=max(0.0, lost), efficiency=efficiency)
+
+    return _filling_the_target(ctx, ns, modes, make)
