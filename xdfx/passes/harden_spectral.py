@@ -36,12 +36,13 @@ def method_efficiency(method: str, dims: int) -> float:
 
 def _dft_method(xd: XDConv, sizes: Sequence[int], kept: Sequence[int]) -> tuple[str, float]:
     """``("matmul" | "fft", transform flops)`` for a spectral form keeping ``kept`` modes per axis
-    (the one of lower estimated time; the candidate's efficiency is :func:`method_efficiency`)."""
+    (the one of lower estimated time, the per-mode mixing included: the candidate's whole FLOPs are
+    priced at :func:`method_efficiency`)."""
     flops = transform_flops(xd, sizes, kept)
     by_fft, by_matmul = flops["fft"], flops["matmul"]
-    dims = len(kept)
-    if max(kept) <= DFT_MATMUL_MAX_MODES and (by_matmul * method_efficiency("matmul", dims)
-                                              < by_fft * method_efficiency("fft", dims)):
+    dims, mix = len(kept), 8.0 * xd.out_channels * (xd.in_channels // xd.groups) * math.prod(kept)
+    if max(kept) <= DFT_MATMUL_MAX_MODES and ((by_matmul + mix) * method_efficiency("matmul", dims)
+                                              < (by_fft + mix) * method_efficiency("fft", dims)):
         return "matmul", by_matmul
     return "fft", by_fft
 
