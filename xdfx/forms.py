@@ -36,6 +36,9 @@ from .passes.harden_spectral import fft_candidates, frozen_candidates, spectral_
 SNAP_MODES = ("auto", "always", "never")
 #: how much cheaper a transform-based form must be to win over a direct one (see the docstring)
 TRANSFORM_MARGIN = 1.25
+#: The fixed time of one more branch in a form (a few small ops), in direct-conv FLOPs per call:
+#: the median of benchmarks/bench_forms.py's one-mode spectral layer on CPU.
+PATH_OVERHEAD = 1.2e7
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,11 @@ FORMS: tuple[Form, ...] = (
 FORM_BY_NAME = {f.name: f for f in FORMS}
 
 
-def cost(candidate: Candidate) -> float:
-    """Estimated time of a candidate, in direct-conv FLOP units."""
-    return candidate.flops * (candidate.efficiency or FORM_BY_NAME[candidate.form].efficiency)
+def cost(candidate: Candidate, batch: int | None = None) -> float:
+    """Estimated time of a candidate per sample, in direct-conv FLOP units; with the ``batch`` it runs
+    at, each branch beyond the first adds ``PATH_OVERHEAD`` per call (what a small layer pays)."""
+    flops = candidate.flops * (candidate.efficiency or FORM_BY_NAME[candidate.form].efficiency)
+    return flops + (candidate.paths - 1) * PATH_OVERHEAD / batch if batch else flops
 
 
 def candidates(ctx: LayerContext, snapped: bool = False) -> list[Candidate]:

@@ -71,8 +71,9 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         snapped onto a cheap form (lowering ``energy`` as above until one fits). ``None``: snap
         exactly where only a fallback form (every mode, frozen) is within ``tol``.
     cost : {"estimate", "measure"}
-        How forms are priced: ``"estimate"``, FLOPs weighted by each form's measured efficiency
-        (:mod:`xdfx.forms`; deterministic), or ``"measure"``, each candidate and the original
+        How forms are priced: ``"estimate"``, FLOPs weighted by each form's measured efficiency, plus
+        the fixed cost of each extra branch at the probes' batch (:mod:`xdfx.forms`; deterministic:
+        calibrate with the batch you serve), or ``"measure"``, each candidate and the original
         convolution timed on the layer's probe inputs (median after warm-up, current threads).
     original : nn.Module, optional
         The model before relax; with ``example_inputs`` its latency is reported beside the relaxed
@@ -175,7 +176,8 @@ def _pricing(ctx: LayerContext, cost: str):
     layer = ctx.layer
     grid = isinstance(layer, XDConv)
     if cost == "estimate":
-        return price, (original_conv_flops(layer, ctx.sizes) if grid else None)
+        batch = ctx.probes[0].shape[0]
+        return (lambda c: price(c, batch)), (original_conv_flops(layer, ctx.sizes) if grid else None)
     x, times = ctx.probes[0], {}
 
     def timed(c: Candidate) -> float:

@@ -31,6 +31,7 @@ class Candidate:
     options: dict = field(default_factory=dict)
     lost: float | None = None  # snapped forms: the fraction of the layer's energy the projection dropped
     efficiency: float | None = None  # time per FLOP where it differs from its form's (a spectral form's method)
+    paths: int = 1  # separate branches summed (each a few ops whose fixed cost FLOPs do not count)
 
     @property
     def name(self) -> str:

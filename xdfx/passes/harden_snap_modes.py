@@ -88,6 +88,10 @@ def snapped_spectral_candidates(ctx: LayerContext) -> list[Candidate]:
     return _filling_the_target(ctx, ns, modes, make)
 
 
+#: A projection losing at most this fraction of the output energy is exact: more modes add nothing.
+EXACT_LOSS = 1e-9
+
+
 def _most_modes(ns: list[int], fewest: int, fits: Callable[[int], bool]) -> int:
     """The most modes ``m >= fewest`` for which ``fits(m)`` holds (it must hold at ``fewest`` and
     fail from some ``m`` on: a form's price grows with its modes), by bisection."""
@@ -104,11 +108,12 @@ def _most_modes(ns: list[int], fewest: int, fits: Callable[[int], bool]) -> int:
 def _filling_the_target(ctx: LayerContext, ns: list[int], modes: int,
                         make: Callable[[int], Candidate | None]) -> list[Candidate]:
     """The form on ``modes`` (the fewest keeping ``ctx.energy``) and, under a speed target it meets,
-    the same form on the most modes the target affords: the more modes, the less the projection loses."""
+    the same form on the most modes the target affords: the more modes, the less the projection
+    loses (unless it loses nothing already)."""
     first = make(modes)
     if first is None:
         return []
-    if ctx.fits is None or not ctx.fits(first):
+    if ctx.fits is None or not ctx.fits(first) or (first.lost or 0.0) <= EXACT_LOSS:
         return [first]
     top = _most_modes(ns, modes, lambda m: (c := make(m)) is not None and ctx.fits(c))
     return [first] if top == modes else [first, make(top)]
@@ -182,6 +187,6 @@ def snapped_local_modes_candidates(ctx: LayerContext) -> list[Candidate]:
         detail = (f"{conv_detail} + modes={m} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {1 - lost:.2%} "
                   f"of the output energy{view.note}")
         return Candidate("snapped_local_modes", LocalPlusModes(conv, spectral), conv_flops + mode_flops, detail,
-                         lost=max(0.0, lost), efficiency=efficiency)
+                         lost=max(0.0, lost), efficiency=efficiency, paths=2)
 
     return _filling_the_target(ctx, ns, modes, make)
