@@ -13,6 +13,7 @@ benchmarks/results/<out>.{json,md} (default an untracked ``scratch_bench_snap``)
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 from pathlib import Path
@@ -25,6 +26,8 @@ import xdfx  # noqa: E402
 from benchmarks.timing import interleaved, machine, write_json  # noqa: E402
 from examples.models import TCN  # noqa: E402
 from xdfx.demo import BurgersCNN, _pointwise, _rel_l2  # noqa: E402
+from xdfx.ops.spectral import SpectralConv  # noqa: E402
+from xdfx.passes.harden_spectral import DFT_MATMUL_MAX_MODES  # noqa: E402
 from xdfx.tasks import burgers  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -47,6 +50,20 @@ def data(model: str, seed: int, resolution: int, ntrain: int, ntest: int):
 def fit(model, train, epochs: int) -> None:
     opt = xdfx.optimizers(model, lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-4), arch_lr=1e-3)
     xdfx.search(model, train, _rel_l2, epochs, opt=opt, progress=False)
+
+
+def truncate(searched, modes: int):
+    """The searched model with every XD layer cut to its ``modes`` lowest modes (no refit, no
+    fine-tuning): what a modes-only form of that size keeps of the search."""
+    out = copy.deepcopy(searched)
+    for name in list(xdfx.common.xd_layers(out)):
+        xd = out.get_submodule(name)
+        with torch.no_grad():
+            layer = SpectralConv(xd.spectrum(), [modes] * xd.spatial_dims, xd.geometry, groups=xd.groups, bias=xd.bias,
+                                 method="matmul" if modes <= DFT_MATMUL_MAX_MODES else "fft")
+        parent, _, leaf = name.rpartition(".")
+        setattr(out.get_submodule(parent), leaf, layer)
+    return out
 
 
 def run(model: str, seed: int, args) -> dict:
@@ -76,8 +93,12 @@ def run(model: str, seed: int, args) -> dict:
                 m(batch)
         return once
 
-    times = interleaved({"cnn": infer(cnn.eval()), "searched": infer(searched.eval()), "hardened": infer(hard.eval())},
-                        rounds=args.rounds)
+    truncated = {m: truncate(searched, m) for m in map(int, filter(None, args.truncate.split(",")))}
+    times = interleaved({"cnn": infer(cnn.eval()), "searched": infer(searched.eval()), "hardened": infer(hard.eval()),
+                         **{f"modes{m}": infer(t.eval()) for m, t in truncated.items()}}, rounds=args.rounds)
+    with torch.no_grad():
+        row["truncated"] = {m: {"error": err(t), "latency_vs_cnn": times[f"modes{m}"] / times["cnn"]}
+                            for m, t in truncated.items()}
     row.update({f"{k}_ms": 1e3 * t for k, t in times.items()})
     row["error_vs_searched"] = row["hardened"] / row["searched"]
     row["latency_vs_cnn"] = times["hardened"] / times["cnn"]
@@ -102,6 +123,8 @@ def main() -> None:
     parser.add_argument("--energy", type=float, default=0.9999)
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--max-cost", default="2.0", help="harden's speed target per layer (a number, or none)")
+    parser.add_argument("--truncate", default="", help="mode counts: also time and score the searched model with every "
+                        "XD layer cut to that many low modes (e.g. 8,16,24,32,48,64)")
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="scratch_bench_snap")
@@ -125,6 +148,14 @@ def main() -> None:
             f"max_cost={args.max_cost}; "
             f"fine-tune {args.finetune_epochs} epochs at lr {args.finetune_lr}; latency: batch 20, {args.threads} "
             f"thread(s), interleaved medians of {args.rounds}; mean ± std over seeds {args.seeds}.")
+    if args.truncate:
+        lines += ["", "The searched model with every XD layer cut to its m lowest modes (no refit, no fine-tuning):", "",
+                  "| model | modes | rel. L2 | latency vs CNN |", "|---|---|---|---|"]
+        for m in args.models.split(","):
+            for modes in map(int, args.truncate.split(",")):
+                cut = [r["truncated"][modes] for r in rows if r["model"] == m]
+                lines.append(f"| {m} | {modes} | {statistics.mean(c['error'] for c in cut):.4f} | "
+                             f"{statistics.mean(c['latency_vs_cnn'] for c in cut):.2f} |")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.md").write_text(head + "\n\n" + "\n".join(lines) + "\n")
     write_json(RESULTS / f"{args.out}.json", {"machine": machine(), "args": vars(args), "rows": rows})
