@@ -112,12 +112,12 @@ def test_a_snapped_form_fills_the_target_with_modes() -> None:
     _, relaxed, x = _decaying_layer()
     free = xdfx.harden(relaxed, example_inputs=x, max_cost=None, energy=0.9, timing=False).xdfx_report.records[0]
     recs = {c: xdfx.harden(relaxed, example_inputs=x, max_cost=c, energy=0.9, timing=False).xdfx_report.records[0]
-            for c in (1.2, 1.8)}
+            for c in (1.2, 1.6)}
     modes = {c: int(re.search(r"modes=(\d+)", r.detail).group(1)) for c, r in [(None, free), *recs.items()]}
     for c, rec in recs.items():
         assert rec.form == "snapped_spectral" and rec.cost_ratio <= c, rec
-    assert modes[None] < modes[1.2] < modes[1.8], modes
-    assert free.energy_lost > recs[1.2].energy_lost > recs[1.8].energy_lost
+    assert modes[None] < modes[1.2] < modes[1.6], modes
+    assert free.energy_lost > recs[1.2].energy_lost > recs[1.6].energy_lost
     # one mode more would not have fitted: the price per mode is what the two targets' forms differ by
-    per_mode = (recs[1.8].cost_ratio - recs[1.2].cost_ratio) / (modes[1.8] - modes[1.2])
-    assert recs[1.8].cost_ratio + per_mode > 1.8 * 0.98
+    per_mode = (recs[1.6].cost_ratio - recs[1.2].cost_ratio) / (modes[1.6] - modes[1.2])
+    assert recs[1.6].cost_ratio + per_mode > 1.6 * 0.98

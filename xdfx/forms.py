@@ -37,8 +37,8 @@ SNAP_MODES = ("auto", "always", "never")
 #: how much cheaper a transform-based form must be to win over a direct one (see the docstring)
 TRANSFORM_MARGIN = 1.25
 #: The fixed time of one more branch in a form (a few small ops), in direct-conv FLOPs per call:
-#: the median of benchmarks/bench_forms.py's one-mode spectral layer on CPU.
-PATH_OVERHEAD = 1.2e7
+#: benchmarks/bench_forms.py's one-mode spectral layer on small 1-d layers, CPU, 1 and 2 threads.
+PATH_OVERHEAD = 1.0e7
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ FORMS: tuple[Form, ...] = (
          "sum_j p_j(A) h W_j (powers or Chebyshev polynomials of A): message passing over the graph's edges"),
     Form("spectral", ("xd",), spectral_candidates, 2.8,
          "FNO-style: per-frequency channel mixing on the fewest low modes within tol"),
-    Form("fft", ("xd",), fft_candidates, 3.0, "every mode, through real FFTs", "fallback"),
+    Form("fft", ("xd",), fft_candidates, 2.6, "every mode, through real FFTs", "fallback"),
     Form("frozen", ("xd", "graph"), lambda ctx: frozen_candidates(ctx) if ctx.is_grid else frozen_graph_candidates(ctx), 4.5, "the XD layer with its learned transforms frozen and L w precomputed", "fallback"),
     Form("snapped_conv", ("xd",), snapped_conv_candidates, 1.0,
          "K, M snapped to the DFT (or a permutation and the DFT), L w to the fewest taps x dilation keeping "

@@ -16,7 +16,7 @@ MODE_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192,
 #: Time per FLOP of a spectral form relative to the direct conv, by how it transforms (medians of
 #: benchmarks/bench_forms.py runs on CPU, 1 and 2 threads): DFT matmuls on one axis (three packed
 #: matmuls), DFT matmuls over several axes (one per axis and part), or truncated real FFTs.
-METHOD_EFFICIENCY = {"matmul": 1.6, "matmul_nd": 2.8, "fft": 5.7}
+METHOD_EFFICIENCY = {"matmul": 1.8, "matmul_nd": 2.8, "fft": 5.6}
 #: Kept modes per axis up to which the spectral form may use DFT matmuls.
 DFT_MATMUL_MAX_MODES = 64
 
