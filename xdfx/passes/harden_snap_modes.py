@@ -4,7 +4,6 @@ taps plus the fewest low modes of what they leave (``snapped_local_modes``)."""
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -13,7 +12,7 @@ from ..ops import LocalPlusModes
 from ..ops.spectral import SpectralConv, kept_frequencies
 from .harden_context import Candidate, LayerContext, xd_flops
 from .harden_snap import axis_marginals, box_flops, conv_on_box, fit_taps, snap_layer
-from .harden_spectral import _dft_method, _kept, method_efficiency
+from .harden_spectral import _dft_method, _kept, method_efficiency, mix_flops
 
 
 # ---------------------------------------------------------------- m lowest modes
@@ -78,7 +77,7 @@ def snapped_spectral_candidates(ctx: LayerContext) -> list[Candidate]:
             return None  # every mode: the fft form
         kept = _mode_energy(energy, ns, m) / total
         method, transform = _dft_method(xd, ctx.sizes, _kept(ns, m))
-        mix = 8.0 * xd.out_channels * (xd.in_channels // xd.groups) * math.prod(_kept(ns, m))
+        mix = mix_flops(xd, _kept(ns, m))
         module = SpectralConv(snap.spectrum, [m] * len(ns), xd.geometry, groups=xd.groups, bias=bias, method=method)
         detail = (f"modes={m} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {kept:.2%} of the output "
                   f"energy{view.note}")
@@ -182,7 +181,7 @@ def snapped_local_modes_candidates(ctx: LayerContext) -> list[Candidate]:
         g = xd.groups
         spectral = SpectralConv(rest, [m] * len(ns), xd.geometry, groups=g, bias=None, method=method)
         conv_flops = box_flops(xd, ctx, box)
-        mode_flops = transform + 8.0 * xd.out_channels * (xd.in_channels // g) * math.prod(_kept(ns, m))
+        mode_flops = transform + mix_flops(xd, _kept(ns, m))
         efficiency = (conv_flops + method_efficiency(method, len(ns)) * mode_flops) / (conv_flops + mode_flops)
         detail = (f"{conv_detail} + modes={m} ({'matmul DFT' if method == 'matmul' else 'FFT'}), kept {1 - lost:.2%} "
                   f"of the output energy{view.note}")

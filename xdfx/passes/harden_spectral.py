@@ -29,6 +29,11 @@ def transform_flops(xd: XDConv, sizes: Sequence[int], kept: Sequence[int]) -> di
             "matmul": 4.0 * (xd.in_channels * math.prod(sizes) + xd.out_channels * math.prod(t)) * sum(kept)}
 
 
+def mix_flops(xd: XDConv, kept: Sequence[int]) -> float:
+    """FLOPs per sample of a spectral form's per-mode channel mixing (complex), ``kept`` modes per axis."""
+    return 8.0 * xd.out_channels * (xd.in_channels // xd.groups) * math.prod(kept)
+
+
 def method_efficiency(method: str, dims: int) -> float:
     """:data:`METHOD_EFFICIENCY` of a spectral form over ``dims`` axes transforming by ``method``."""
     return METHOD_EFFICIENCY["matmul_nd" if method == "matmul" and dims > 1 else method]
@@ -40,7 +45,7 @@ def _dft_method(xd: XDConv, sizes: Sequence[int], kept: Sequence[int]) -> tuple[
     priced at :func:`method_efficiency`)."""
     flops = transform_flops(xd, sizes, kept)
     by_fft, by_matmul = flops["fft"], flops["matmul"]
-    dims, mix = len(kept), 8.0 * xd.out_channels * (xd.in_channels // xd.groups) * math.prod(kept)
+    dims, mix = len(kept), mix_flops(xd, kept)
     if max(kept) <= DFT_MATMUL_MAX_MODES and ((by_matmul + mix) * method_efficiency("matmul", dims)
                                               < (by_fft + mix) * method_efficiency("fft", dims)):
         return "matmul", by_matmul
@@ -78,7 +83,7 @@ def spectral_candidates(ctx: LayerContext) -> list[Candidate]:
             continue
         kept = _kept(ns, best)
         method, transform = _dft_method(xd, ctx.sizes, kept)
-        mix = 8.0 * xd.out_channels * (xd.in_channels // xd.groups) * math.prod(kept)
+        mix = mix_flops(xd, kept)
         detail = f"modes={best} ({'matmul DFT' if method == 'matmul' else 'FFT'}){view.note}"
         out.append(Candidate("spectral", build(best, method), transform + mix, detail,
                              efficiency=method_efficiency(method, len(ns))))
