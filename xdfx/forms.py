@@ -72,7 +72,8 @@ FORMS: tuple[Form, ...] = (
     Form("snapped_fft", ("xd",), snapped_fft_candidates, 2.5,
          "K, M snapped to the DFT, every mode of the refit L w kept (real FFTs)", "snapped"),
     Form("snapped_spectral", ("xd",), snapped_spectral_candidates, 2.8,
-         "K, M snapped to the DFT, L w to the fewest low modes keeping the energy fraction of the output", "snapped"),
+         "K, M snapped to the DFT, L w to the fewest low modes keeping the energy fraction of the output (or "
+         "the most a speed target affords)", "snapped"),
     Form("snapped_local_modes", ("xd",), snapped_local_modes_candidates, 2.8,
          "K, M snapped to the DFT, L w to the conv's own taps plus the fewest low modes of the rest (FNO's local "
          "and Fourier paths)", "snapped"),

@@ -1,6 +1,7 @@
 """Snapped forms on the lowest modes (see :mod:`.harden_snap` for the projection): every mode of
 the refit ``L w`` (``snapped_fft``), the fewest low modes (``snapped_spectral``), or the conv's own
-taps plus the fewest low modes of what they leave (``snapped_local_modes``)."""
+taps plus the fewest low modes of what they leave (``snapped_local_modes``); under a speed target,
+also the most modes it affords."""
 
 from __future__ import annotations
 
