@@ -78,7 +78,7 @@ def run(model: str, seed: int, args) -> dict:
     fit(searched, train, args.search_epochs)
     max_cost = None if args.max_cost == "none" else float(args.max_cost)
     hard = xdfx.harden(searched, tol=args.tol, example_inputs=(test_x[:20],), energy=args.energy, max_cost=max_cost,
-                       original=cnn)
+                       fill=args.fill, original=cnn)
     with torch.no_grad():
         row = {"model": model, "seed": seed, "cnn": err(cnn), "searched": err(searched), "snapped": err(hard)}
     xdfx.finetune(hard, train, _rel_l2, epochs=args.finetune_epochs, lr=args.finetune_lr, progress=False)
@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--energy", type=float, default=0.9999)
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--max-cost", default="2.0", help="harden's speed target per layer (a number, or none)")
+    parser.add_argument("--fill", action="store_true", help="harden(fill=True): snapped modes forms use the target")
     parser.add_argument("--truncate", default="", help="mode counts: also time and score the searched model with every "
                         "XD layer cut to that many low modes (e.g. 8,16,24,32,48,64)")
     parser.add_argument("--rounds", type=int, default=21)
@@ -145,7 +146,7 @@ def main() -> None:
                      f"{cell('hardened', '.4f')} | {cell('error_vs_searched', '.2f')} | {cell('latency_vs_cnn', '.2f')} |")
     head = (f"Burgers 1-d at {args.resolution}, {args.ntrain} train / {args.ntest} test; CNN {args.cnn_epochs} epochs; "
             f"search {args.search_epochs} epochs (arch {args.arch}); harden snap=auto energy={args.energy} tol={args.tol} "
-            f"max_cost={args.max_cost}; "
+            f"max_cost={args.max_cost}{' fill=True' if args.fill else ''}; "
             f"fine-tune {args.finetune_epochs} epochs at lr {args.finetune_lr}; latency: batch 20, {args.threads} "
             f"thread(s), interleaved medians of {args.rounds}; mean ± std over seeds {args.seeds}.")
     if args.truncate:

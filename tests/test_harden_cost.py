@@ -108,11 +108,14 @@ def test_bad_targets_are_refused(kwargs, match) -> None:
 
 
 def test_a_snapped_form_fills_the_target_with_modes() -> None:
-    # 90% of the energy needs few modes; under a target the form keeps as many as the target affords
+    # 90% of the energy needs few modes; with fill=True the form keeps as many as the target affords
     _, relaxed, x = _decaying_layer()
     free = xdfx.harden(relaxed, example_inputs=x, max_cost=None, energy=0.9, timing=False).xdfx_report.records[0]
-    recs = {c: xdfx.harden(relaxed, example_inputs=x, max_cost=c, energy=0.9, timing=False).xdfx_report.records[0]
-            for c in (1.2, 1.6)}
+    recs = {c: xdfx.harden(relaxed, example_inputs=x, max_cost=c, energy=0.9, fill=True,
+                           timing=False).xdfx_report.records[0] for c in (1.2, 1.6)}
+    # without fill: the fewest modes keeping the energy, whatever the target
+    unfilled = xdfx.harden(relaxed, example_inputs=x, max_cost=1.6, energy=0.9, timing=False).xdfx_report.records[0]
+    assert unfilled.detail.split(",")[0] == free.detail.split(",")[0], (unfilled, free)
     modes = {c: int(re.search(r"modes=(\d+)", r.detail).group(1)) for c, r in [(None, free), *recs.items()]}
     for c, rec in recs.items():
         assert rec.form == "snapped_spectral" and rec.cost_ratio <= c, rec

@@ -1,7 +1,7 @@
 """The ``xdfx`` command line: relax, harden, export and report a model given as ``module:callable``.
 
     xdfx relax   examples.models:TCN --shape 2,1,256 [--save relaxed.pt]
-    xdfx harden  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] [--tol 1e-4] [--snap auto] [--max-cost 2]
+    xdfx harden  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] [--tol 1e-4] [--snap auto] [--max-cost 2] [--fill]
     xdfx export  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] --out tcn.onnx
     xdfx report  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] --out report/
     xdfx demo
@@ -77,7 +77,8 @@ def _cmd_harden(args) -> int:
     from .harden import harden
 
     relaxed, x = _relaxed(args)
-    print(harden(relaxed, tol=args.tol, example_inputs=(x,), snap=args.snap, max_cost=args.max_cost).xdfx_report)
+    print(harden(relaxed, tol=args.tol, example_inputs=(x,), snap=args.snap, max_cost=args.max_cost,
+                 fill=args.fill).xdfx_report)
     return 0
 
 
@@ -86,7 +87,7 @@ def _cmd_export(args) -> int:
     from .harden import harden
 
     relaxed, x = _relaxed(args)
-    hard = harden(relaxed, tol=args.tol, example_inputs=(x,), snap=args.snap, max_cost=args.max_cost)
+    hard = harden(relaxed, tol=args.tol, example_inputs=(x,), snap=args.snap, max_cost=args.max_cost, fill=args.fill)
     result = export.onnx(hard, (x,), args.out)
     print(result)
     return 0
@@ -135,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            help="snap layers with no cheap form within tol onto their nearest one (then fine-tune)")
             p.add_argument("--max-cost", type=float, default=2.0,
                            help="speed target: what each layer may cost relative to its original conv")
+            p.add_argument("--fill", action="store_true",
+                           help="snapped layers keep as many modes as --max-cost affords (not the fewest)")
         if name in ("export", "report"):
             p.add_argument("--out", required=True, help="output file (export) or folder (report)")
     p = sub.add_parser("demo", help="the end-to-end demo: relax -> search -> harden -> export on Burgers")

@@ -101,7 +101,8 @@ def run_demo(arch: str = "fixed", seed: int = 0, epochs: int = 25, ntrain: int =
     with torch.no_grad():
         searched_err = burgers.relative_l2(searched(test_x), test_y)
     # discretize, then retrain: each layer snaps to the most accurate cheap form within 1.2x its conv's cost
-    hardened = harden(searched, tol=1e-3, example_inputs=(test_x[:20],), energy=0.9999, max_cost=1.2, timing=False)
+    hardened = harden(searched, tol=1e-3, example_inputs=(test_x[:20],), energy=0.9999, max_cost=1.2, fill=True,
+                      timing=False)
     with torch.no_grad():
         snapped_err = burgers.relative_l2(hardened(test_x), test_y)
     start = time.perf_counter()

@@ -73,7 +73,7 @@ FORMS: tuple[Form, ...] = (
          "K, M snapped to the DFT, every mode of the refit L w kept (real FFTs)", "snapped"),
     Form("snapped_spectral", ("xd",), snapped_spectral_candidates, 2.8,
          "K, M snapped to the DFT, L w to the fewest low modes keeping the energy fraction of the output (or "
-         "the most a speed target affords)", "snapped"),
+         "with fill=True the most a speed target affords)", "snapped"),
     Form("snapped_local_modes", ("xd",), snapped_local_modes_candidates, 2.8,
          "K, M snapped to the DFT, L w to the conv's own taps plus the fewest low modes of the rest (FNO's local "
          "and Fourier paths)", "snapped"),

@@ -40,7 +40,7 @@ COST_MODELS = ("estimate", "measure")
 
 def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | Sequence[Any] | None = None, *,
            snap: str = "auto", energy: float = 0.99, max_cost: float | None = 2.0, cost: str = "estimate",
-           original: nn.Module | None = None, timing: bool = True) -> fx.GraphModule:
+           fill: bool = False, original: nn.Module | None = None, timing: bool = True) -> fx.GraphModule:
     """Replace every XD layer by the cheapest standard operator within ``tol`` (relative error),
     or by its nearest cheap form where only slow ones are within ``tol`` (``snap``).
 
@@ -75,6 +75,10 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
         the fixed cost of each extra branch at the probes' batch (:mod:`xdfx.forms`; deterministic:
         calibrate with the batch you serve), or ``"measure"``, each candidate and the original
         convolution timed on the layer's probe inputs (median after warm-up, current threads).
+    fill : bool
+        Use the target, not only meet it: a snapped modes form keeps as many modes as ``max_cost``
+        affords (at least the fewest that keep ``energy``), trading speed within the target for a
+        smaller projection loss. Off: the fewest modes that keep ``energy``.
     original : nn.Module, optional
         The model before relax; with ``example_inputs`` its latency is reported beside the relaxed
         and hardened models'.
@@ -134,7 +138,7 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
             c.error = ctx.measure(c)
         cost_of, base = _pricing(ctx, cost)
         limit = max_cost * base if (max_cost is not None and base) else None
-        ctx.fits = (lambda c, limit=limit, cost_of=cost_of: cost_of(c) <= limit) if limit is not None else None
+        ctx.fits = (lambda c, limit=limit, cost_of=cost_of: cost_of(c) <= limit) if fill and limit is not None else None
         best, runner = choose(cands, tol, limit=limit, cost_of=cost_of)
         if snap == "always" or (snap == "auto" and wants_snap(best, tol, limit, cost_of)):
             while True:

@@ -72,7 +72,7 @@ class LayerContext:
     views: list[CoreView] = field(default_factory=list)
     spectrum: torch.Tensor | None = None  # L w of an XD layer, (C_out, C_in/g, *freq)
     energy: float = 0.99  # the fraction of the layer's energy a snapped form keeps
-    fits: Callable[[Candidate], bool] | None = None  # whether a candidate meets the speed target (None: no target)
+    fits: Callable[[Candidate], bool] | None = None  # harden(fill=True): whether a candidate meets the speed target
     cache: dict = field(default_factory=dict)  # what several form builders compute once per layer
 
     def kernel(self) -> torch.Tensor:

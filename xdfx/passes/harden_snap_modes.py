@@ -1,7 +1,7 @@
 """Snapped forms on the lowest modes (see :mod:`.harden_snap` for the projection): every mode of
 the refit ``L w`` (``snapped_fft``), the fewest low modes (``snapped_spectral``), or the conv's own
-taps plus the fewest low modes of what they leave (``snapped_local_modes``); under a speed target,
-also the most modes it affords."""
+taps plus the fewest low modes of what they leave (``snapped_local_modes``); with ``harden(fill=True)``
+under a speed target, also the most modes it affords."""
 
 from __future__ import annotations
 
@@ -107,9 +107,9 @@ def _most_modes(ns: list[int], fewest: int, fits: Callable[[int], bool]) -> int:
 
 def _filling_the_target(ctx: LayerContext, ns: list[int], modes: int,
                         make: Callable[[int], Candidate | None]) -> list[Candidate]:
-    """The form on ``modes`` (the fewest keeping ``ctx.energy``) and, under a speed target it meets,
-    the same form on the most modes the target affords: the more modes, the less the projection
-    loses (unless it loses nothing already)."""
+    """The form on ``modes`` (the fewest keeping ``ctx.energy``) and, with ``harden(fill=True)`` under a
+    speed target it meets, the same form on the most modes the target affords: the more modes, the
+    less the projection loses (unless it loses nothing already)."""
     first = make(modes)
     if first is None:
         return []
