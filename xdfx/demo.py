@@ -53,16 +53,20 @@ def _rel_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((pred - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)).mean()
 
 
-def _latency_ms(model, x: torch.Tensor, repeats: int = 20) -> float:
+def _latencies_ms(models: list, x: torch.Tensor, rounds: int = 41) -> list[float]:
+    """Median milliseconds per call of each model, timed in interleaved rounds after warm-up (a
+    machine whose speed drifts shifts every model alike)."""
+    times: list[list[float]] = [[] for _ in models]
     with torch.no_grad():
         for _ in range(3):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
+            for model in models:
+                model(x)
+        for _ in range(rounds):
+            for i, model in enumerate(models):
+                start = time.perf_counter()
+                model(x)
+                times[i].append(time.perf_counter() - start)
+    return [1e3 * sorted(t)[len(t) // 2] for t in times]
 
 
 def run_demo(arch: str = "fixed", seed: int = 0, epochs: int = 25, ntrain: int = 400, resolution: int = 128) -> int:
@@ -116,18 +120,19 @@ def run_demo(arch: str = "fixed", seed: int = 0, epochs: int = 25, ntrain: int =
     console.print(chosen)
 
     rows = []
+    latency = _latencies_ms([cnn, searched, hardened], test_x[:20])
 
-    def row(label, model):
+    def row(label, model, ms):
         with torch.no_grad():
             err = burgers.relative_l2(model(test_x), test_y)
         n = sum(t.numel() for t in model.state_dict().values())  # parameters and buffers: what it stores
-        rows.append((label, f"{err:.4f}", f"{n:,}", f"{_latency_ms(model, test_x[:20]):.2f}"))
+        rows.append((label, f"{err:.4f}", f"{n:,}", f"{ms:.2f}"))
         return err
 
-    row("CNN backbone", cnn)
-    row("XD (searched, relaxed)", searched)
+    row("CNN backbone", cnn, latency[0])
+    row("XD (searched, relaxed)", searched, latency[1])
     rows.append(("XD hardened (snapped, before fine-tuning)", f"{snapped_err:.4f}", "", ""))
-    hard_err = row("XD hardened + fine-tuned (10 epochs)", hardened)
+    hard_err = row("XD hardened + fine-tuned (10 epochs)", hardened, latency[2])
     onnx_line = _export_line(hardened, test_x, test_y, rows)
     table = Table(title="xdfx demo: Burgers 1-d, test set")
     for col in ("model", "rel. L2 error", "stored numbers", "latency (ms, batch 20)"):
