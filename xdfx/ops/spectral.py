@@ -65,10 +65,11 @@ class SpectralConv(CircularLayer):
         if method == "matmul":
             sizes = [g.in_size + (sum(g.pad) if g.prepad else 0) for g in self.geometry]
             bases = self._bases(sizes, real.device, real.dtype)
-            store_bases(self, bases)
-            if self.spatial_dims == 1:
+            if self.spatial_dims == 1:  # one axis packs its cos and sin bases (see _forward_packed)
                 for name, t in zip(("dft_in", "dft_out"), packed_bases(bases[0])):
                     self.register_buffer(name, t, persistent=False)
+            else:
+                store_bases(self, bases)
         self.onnx_method = "factored" if method == "fft" else method
         if "factored" in (method, self.onnx_method):
             self.factored_axes = factored_axes([g.n for g in self.geometry], max_freq_last=int(self.kept[-1].max()))
@@ -190,7 +191,8 @@ class SpectralConv(CircularLayer):
     def _forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pad_input(x)
         built = [g.in_size + (sum(g.pad) if g.prepad else 0) for g in self.geometry]
-        same = list(x.shape[2:]) == built and self.dft_0_0.dtype == x.dtype
+        stored = self.dft_in if self.spatial_dims == 1 else self.dft_0_0
+        same = list(x.shape[2:]) == built and stored.dtype == x.dtype
         if self.spatial_dims == 1:
             packed = (self.dft_in, self.dft_out) if same else packed_bases(self._bases(x.shape[2:], x.device, x.dtype)[0])
             return self._forward_packed(x, *packed)
