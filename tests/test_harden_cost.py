@@ -124,3 +124,9 @@ def test_a_snapped_form_fills_the_target_with_modes() -> None:
     # one mode more would not have fitted: the price per mode is what the two targets' forms differ by
     per_mode = (recs[1.6].cost_ratio - recs[1.2].cost_ratio) / (modes[1.6] - modes[1.2])
     assert recs[1.6].cost_ratio + per_mode > 1.6 * 0.98
+
+
+def test_fill_without_a_target_is_refused() -> None:
+    _, relaxed, x = _decaying_layer()
+    with pytest.raises(xdfx.XdfxInputError, match="pass a max_cost"):
+        xdfx.harden(relaxed, example_inputs=x, max_cost=None, fill=True, timing=False)

@@ -107,6 +107,9 @@ def harden(model: nn.Module, tol: float = 1e-4, example_inputs: torch.Tensor | S
     if max_cost is not None and not (isinstance(max_cost, numbers.Real) and 0.0 < max_cost < math.inf):
         raise XdfxInputError(f"max_cost is what a layer's form may cost relative to its original conv, a finite "
                              f"number > 0 (e.g. 2.0) or None; got {max_cost}")
+    if fill and max_cost is None:
+        raise XdfxInputError("fill=True keeps as many modes as max_cost affords: pass a max_cost (e.g. 1.2), or "
+                             "fill=False")
     if cost not in COST_MODELS:
         raise XdfxInputError(f"cost must be one of {COST_MODELS}, got {cost!r}")
     if not 0.0 < energy <= 1.0:
