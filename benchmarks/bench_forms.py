@@ -7,15 +7,14 @@ Per layer shape: the direct conv, the every-mode FFT form, a 12-mode spectral fo
 real FFTs and through DFT matmuls, and the frozen form of a ``monarch`` layer (learned K, M), timed interleaved (medians, warm-up first). A form's efficiency
 is its time over the conv's divided by its FLOPs over the conv's (harden's own FLOP counts);
 the crossover is how many times more DFT-matmul FLOPs than FFT FLOPs run in the same time; the
-one-mode spectral layer's time less its FLOPs, in conv FLOPs per call, prices the fixed cost of a form's extra
-branch (``xdfx.forms.PATH_OVERHEAD``).
+one-mode spectral layer's time less its FLOPs, in conv FLOPs per call, prices the fixed cost of a
+form's extra branch (``xdfx.forms.PATH_OVERHEAD``).
 Writes benchmarks/results/<out>.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 from pathlib import Path
@@ -29,12 +28,12 @@ from benchmarks.timing import interleaved, machine, write_json  # noqa: E402
 from xdfx.ops.frozen import FrozenXD  # noqa: E402
 from xdfx.ops.spectral import SpectralConv  # noqa: E402
 from xdfx.passes.harden_context import original_conv_flops, xd_flops  # noqa: E402
-from xdfx.passes.harden_spectral import _kept, transform_flops  # noqa: E402
+from xdfx.passes.harden_spectral import _kept, mix_flops, transform_flops  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 # (channels, spatial sizes, kernel, batch)
-CASES = [(6, (128,), 5, 20), (32, (128,), 5, 20), (32, (256,), 5, 20), (64, (256,), 5, 20), (32, (1024,), 3, 20), (32, (1024,), 5, 20),
-         (32, (2048,), 5, 20), (16, (64, 64), 3, 8), (32, (32, 32), 5, 20)]
+CASES = [(6, (128,), 5, 20), (32, (128,), 5, 20), (32, (256,), 5, 20), (64, (256,), 5, 20), (32, (1024,), 3, 20),
+         (32, (1024,), 5, 20), (32, (2048,), 5, 20), (16, (64, 64), 3, 8), (32, (32, 32), 5, 20)]
 MODES = 12
 
 
@@ -54,7 +53,7 @@ def one(c: int, sizes: tuple[int, ...], k: int, batch: int, rounds: int) -> dict
     monarch = xdfx.relax(nn.Sequential(conv), x[:2], arch="monarch").get_submodule("0")
     forms["frozen_monarch"] = FrozenXD(monarch, None)
     kept = _kept(ns, MODES)
-    mix = 8.0 * c * c * math.prod(kept)
+    mix = mix_flops(xd, kept)
     by = transform_flops(xd, sizes, kept)
     by_fft, by_matmul = by["fft"], by["matmul"]
     flops = {"conv": original_conv_flops(xd, sizes), "fft": xd_flops(xd, with_kernel_fft=False),
@@ -68,11 +67,11 @@ def one(c: int, sizes: tuple[int, ...], k: int, batch: int, rounds: int) -> dict
         return run
 
     times = interleaved({"conv": call(conv), **{k_: call(m) for k_, m in forms.items()}}, rounds=rounds)
-    row = {"case": f"C={c} n={'x'.join(map(str, sizes))} k={k} batch={batch}",
+    row = {"case": f"C={c} n={'x'.join(map(str, sizes))} k={k} batch={batch}", "sizes": list(sizes),
            "ms": {k_: 1e3 * t for k_, t in times.items()}, "flops": flops}
     row["efficiency"] = {f: (times[f] / times["conv"]) / (flops[f] / flops["conv"]) for f in forms if f != "one_mode"}
     # the one-mode layer's time less its FLOPs (at this layer's matmul efficiency), in conv FLOPs per call
-    one = transform_flops(xd, sizes, _kept(ns, 1))["matmul"] + 8.0 * c * c
+    one = transform_flops(xd, sizes, _kept(ns, 1))["matmul"] + mix_flops(xd, _kept(ns, 1))
     share = times["one_mode"] / times["conv"] - row["efficiency"]["spectral_matmul"] * one / flops["conv"]
     row["path_overhead"] = max(0.0, share) * flops["conv"] * batch
     row["crossover"] = (by_matmul / by_fft) / (times["spectral_matmul"] / times["spectral_fft"])
@@ -95,16 +94,16 @@ def main() -> None:
     for r in rows:
         e = r["efficiency"]
         lines.append(f"| {r['case']} | {r['ms']['conv']:.2f} | {r['ms']['fft']:.2f} | {e['fft']:.2f} | "
-                     f"{e['spectral_fft']:.2f} | {e['spectral_matmul']:.2f} | {e['frozen_monarch']:.2f} | {r['crossover']:.2f} | "
-                     f"{r['path_overhead'] / 1e6:.1f} |")
+                     f"{e['spectral_fft']:.2f} | {e['spectral_matmul']:.2f} | {e['frozen_monarch']:.2f} | "
+                     f"{r['crossover']:.2f} | {r['path_overhead'] / 1e6:.1f} |")
     med = {f: statistics.median(r["efficiency"][f] for r in rows) for f in rows[0]["efficiency"]}
     cross = statistics.median(r["crossover"] for r in rows)
     # where a branch's fixed cost matters: small 1-d layers (beyond, memory traffic grows with the layer)
-    path = statistics.median(r["path_overhead"] for r in rows if "x" not in r["case"].split()[1]
-                             and int(r["case"].split()[1][2:]) <= 256)
+    path = statistics.median(r["path_overhead"] for r in rows if len(r["sizes"]) == 1 and r["sizes"][0] <= 256)
     lines += ["", f"Medians: fft {med['fft']:.2f}, spectral (FFT) {med['spectral_fft']:.2f}, spectral (matmul) "
-              f"{med['spectral_matmul']:.2f}, frozen monarch {med['frozen_monarch']:.2f}; crossover {cross:.2f}; one-mode layer {path / 1e6:.1f} conv MFLOPs per call "
-              "on 1-d layers up to n=256 (harden's PATH_OVERHEAD)."]
+              f"{med['spectral_matmul']:.2f}, frozen monarch {med['frozen_monarch']:.2f}; crossover {cross:.2f}; "
+              f"one-mode layer {path / 1e6:.1f} conv MFLOPs per call on 1-d layers up to n=256 (harden's "
+              "PATH_OVERHEAD)."]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     write_json(RESULTS / f"{args.out}.json", {"machine": machine(), "args": vars(args), "rows": rows,

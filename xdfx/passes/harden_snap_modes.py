@@ -110,13 +110,20 @@ def _filling_the_target(ctx: LayerContext, ns: list[int], modes: int,
     """The form on ``modes`` (the fewest keeping ``ctx.energy``) and, with ``harden(fill=True)`` under a
     speed target it meets, the same form on the most modes the target affords: the more modes, the
     less the projection loses (unless it loses nothing already)."""
-    first = make(modes)
+    built: dict[int, Candidate | None] = {}  # the candidate returned is the one priced (a measured price varies)
+
+    def build(m: int) -> Candidate | None:
+        if m not in built:
+            built[m] = make(m)
+        return built[m]
+
+    first = build(modes)
     if first is None:
         return []
     if ctx.fits is None or not ctx.fits(first) or (first.lost or 0.0) <= EXACT_LOSS:
         return [first]
-    top = _most_modes(ns, modes, lambda m: (c := make(m)) is not None and ctx.fits(c))
-    return [first] if top == modes else [first, make(top)]
+    top = _most_modes(ns, modes, lambda m: (c := build(m)) is not None and ctx.fits(c))
+    return [first] if top == modes else [first, built[top]]
 
 
 # ---------------------------------------------------------------- the conv's taps plus low modes
