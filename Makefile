@@ -45,7 +45,7 @@ $(FNO)/.installed: | $(STAMP)
 
 fno-reference: $(STAMP) $(FNO)/.installed
 	PYTHONPATH=$(FNO) $(PY) benchmarks/sweep_resolution.py --task burgers --res 256,512,1024,2048 --models fno-neuralop \
-		--out sweep_burgers_neuralop
+		--epochs 60 --out sweep_burgers_e60_neuralop
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,6 +1,7 @@
 """Error against grid resolution: the CNN backbone, XD from it (``monarch``, ``fixed``) and FNO, over seeds.
 
-    python benchmarks/sweep_resolution.py --task burgers --res 256,512,1024,2048 --out sweep_burgers
+    python benchmarks/sweep_resolution.py --task burgers --res 256,512,1024,2048 --budget full --epochs 60 \
+        --out sweep_burgers_e60
     python benchmarks/sweep_resolution.py --task darcy --res 64,128 --out sweep_darcy
 
 Every (resolution, model, seed) trains for the same epochs on the same samples. Burgers solves

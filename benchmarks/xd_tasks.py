@@ -3,7 +3,7 @@ hardened XD and the time per epoch, from the JSON files the task benchmarks wrot
 
     python benchmarks/xd_tasks.py [--out xd_tasks]
 
-Reads benchmarks/results/{sweep_burgers, sweep_darcy, search_ns_nu*, search_music, search_digits}.json
+Reads benchmarks/results/{sweep_burgers_e60, sweep_darcy, search_ns_nu*, search_music, search_digits}.json
 (whichever exist) and writes benchmarks/results/<out>.md. Cells are mean ± std over seeds.
 """
 
@@ -105,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="xd_tasks")
     args = parser.parse_args()
-    rows = (sweep_rows("sweep_burgers", "Burgers") + sweep_rows("sweep_darcy", "Darcy") + ns_rows() + music_rows()
+    rows = (sweep_rows("sweep_burgers_e60", "Burgers") + sweep_rows("sweep_darcy", "Darcy") + ns_rows() + music_rows()
             + digits_rows())
     lines = ["| task | metric | CNN backbone | XD `monarch` | XD `fixed` (default) | reference | hardened XD (monarch / fixed) "
              "| s/epoch CNN / monarch / fixed / ref |", "|---|---|---|---|---|---|---|---|"]
