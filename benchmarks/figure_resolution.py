@@ -1,6 +1,7 @@
 """Error against grid resolution, one panel per task, from benchmarks/sweep_resolution.py's results.
 
-    python benchmarks/figure_resolution.py [--results sweep_burgers_e60+sweep_burgers_e60_neuralop sweep_darcy] [--out docs/resolution.png]
+    python benchmarks/figure_resolution.py [--results sweep_burgers_e60+sweep_burgers_e60_neuralop sweep_darcy] \
+        [--out docs/resolution.png]
 
 Each point is the mean test relative L2 over seeds; the bars span the smallest and largest seed.
 """
@@ -43,7 +44,8 @@ def panel(ax, rows: list[dict], title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", nargs="+", default=["sweep_burgers_e60+sweep_burgers_e60_neuralop", "sweep_darcy"],
+    parser.add_argument("--results", nargs="+",
+                        default=["sweep_burgers_e60+sweep_burgers_e60_neuralop", "sweep_darcy"],
                         help="result names, one panel each; join names with + to share a panel")
     parser.add_argument("--out", default="docs/resolution.png")
     args = parser.parse_args()
