@@ -1,7 +1,8 @@
 """The ``xdfx`` command line: relax, harden, export and report a model given as ``module:callable``.
 
     xdfx relax   examples.models:TCN --shape 2,1,256 [--save relaxed.pt]
-    xdfx harden  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] [--tol 1e-4] [--snap auto] [--max-cost 2] [--fill]
+    xdfx harden  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] [--tol 1e-4] [--snap auto]
+                 [--max-cost 2] [--fill]
     xdfx export  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] --out tcn.onnx
     xdfx report  examples.models:TCN --shape 2,1,256 [--checkpoint relaxed.pt] --out report/
     xdfx demo
